@@ -1,0 +1,141 @@
+//! Thin, non-panicking wrappers over the proxy-wasm host calls this filter
+//! uses. The proxy-wasm crate's own wrappers panic on any unexpected status
+//! (a header set after the headers went on, a non-UTF-8 header value), and a
+//! panic kills the VM: every later request would then fail. These return the
+//! status instead, so the caller can answer the request cleanly.
+
+use std::ptr::{null, null_mut};
+
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+
+use super::map_codec;
+
+const STATUS_OK: u32 = 0;
+const STATUS_NOT_FOUND: u32 = 1;
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    #[link_name = "proxy_log"]
+    fn host_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    #[link_name = "proxy_get_log_level"]
+    fn host_get_log_level(return_level: *mut u32) -> u32;
+    #[link_name = "proxy_get_buffer_bytes"]
+    fn host_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    #[link_name = "proxy_get_header_map_pairs"]
+    fn host_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    #[link_name = "proxy_replace_header_map_value"]
+    fn host_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    #[link_name = "proxy_remove_header_map_value"]
+    fn host_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    #[link_name = "proxy_send_local_response"]
+    fn host_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+/// Takes ownership of a buffer the host allocated through the module's
+/// `proxy_on_memory_allocate` (the proxy-wasm crate's allocator).
+///
+/// # Safety
+/// `data` must be null or a host-returned allocation of exactly `size` bytes.
+unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: the allocator hands out `Vec<u8>` allocations of `size` bytes.
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe `message`, borrowed for the call.
+    let _ = unsafe { host_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+pub fn log_level() -> Option<LogLevel> {
+    let mut level = 0u32;
+    // SAFETY: `level` outlives the call.
+    if unsafe { host_get_log_level(&mut level) } != STATUS_OK {
+        return None;
+    }
+    Some(match level {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        _ => LogLevel::Critical,
+    })
+}
+
+pub fn buffer(buffer_type: BufferType, start: usize, max_size: usize) -> Option<Vec<u8>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: out-pointers outlive the call; the host allocates the result.
+    match unsafe { host_get_buffer_bytes(buffer_type as u32, start, max_size, &mut data, &mut size) } {
+        // SAFETY: on success `data`/`size` describe a host allocation.
+        STATUS_OK => Some(unsafe { take_host_buffer(data, size) }),
+        STATUS_NOT_FOUND => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+pub fn headers(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut data = null_mut();
+    let mut size = 0usize;
+    // SAFETY: out-pointers outlive the call.
+    if unsafe { host_get_header_map_pairs(map_type as u32, &mut data, &mut size) } != STATUS_OK {
+        return None;
+    }
+    // SAFETY: on success `data`/`size` describe a host allocation.
+    map_codec::decode(&unsafe { take_host_buffer(data, size) })
+}
+
+pub fn replace_header(map_type: MapType, name: &str, value: &str) -> bool {
+    // SAFETY: pointers and lengths describe borrowed strings for the call.
+    unsafe {
+        host_replace_header_map_value(map_type as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+            == STATUS_OK
+    }
+}
+
+pub fn remove_header(map_type: MapType, name: &str) -> bool {
+    // SAFETY: pointer and length describe `name` for the call.
+    unsafe { host_remove_header_map_value(map_type as u32, name.as_ptr(), name.len()) == STATUS_OK }
+}
+
+pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    let encoded = map_codec::encode(headers);
+    // SAFETY: every pointer/length pair describes a live borrowed buffer.
+    unsafe {
+        host_send_local_response(
+            status,
+            null(),
+            0,
+            if body.is_empty() { null() } else { body.as_ptr() },
+            body.len(),
+            encoded.as_ptr(),
+            encoded.len(),
+            -1,
+        ) == STATUS_OK
+    }
+}

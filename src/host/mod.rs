@@ -1,0 +1,22 @@
+//! The only code that talks to proxy-wasm: it reads what the host offers,
+//! hands it to the pure core, and carries out the effects the core returns.
+
+pub mod map_codec;
+
+#[cfg(target_arch = "wasm32")]
+mod abi;
+#[cfg(target_arch = "wasm32")]
+mod http;
+#[cfg(target_arch = "wasm32")]
+mod logger;
+#[cfg(target_arch = "wasm32")]
+mod root;
+
+// The module's entry point: Envoy calls `_initialize` once per VM.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+proxy_wasm::main! {{
+    logger::install();
+    proxy_wasm::set_root_context(|_context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::default())
+    });
+}}
