@@ -28,7 +28,9 @@ pub fn preflight(cors: &Cors, origin: Option<&str>, requested_headers: Option<&s
     let mut reply = Reply::new(204);
     if let Some(allowed) = allow_origin(cors, origin) {
         let headers = requested_headers
-            .filter(|h| !h.trim().is_empty() && h.len() <= 1024 && h.bytes().all(is_header_list_byte))
+            .filter(|h| {
+                !h.trim().is_empty() && h.len() <= 1024 && h.bytes().all(is_header_list_byte)
+            })
             .map(|h| h.to_ascii_lowercase())
             .unwrap_or_else(|| DEFAULT_ALLOW_HEADERS.to_string());
         let vary = allowed != "*";
@@ -52,7 +54,11 @@ pub fn decorate(reply: Reply, cors: &Cors, origin: Option<&str>) -> Reply {
             let reply = reply
                 .header("access-control-allow-origin", allowed)
                 .header("access-control-expose-headers", EXPOSE_HEADERS);
-            if vary { reply.header("vary", "origin") } else { reply }
+            if vary {
+                reply.header("vary", "origin")
+            } else {
+                reply
+            }
         }
         _ => reply,
     }
@@ -68,25 +74,46 @@ mod tests {
     use super::*;
 
     fn any() -> Cors {
-        Cors { allowed_origins: None }
+        Cors {
+            allowed_origins: None,
+        }
     }
 
     #[test]
     fn preflight_echoes_safe_requested_headers() {
-        let r = preflight(&any(), Some("http://localhost:6274"), Some("Authorization, Content-Type, mcp-protocol-version"));
+        let r = preflight(
+            &any(),
+            Some("http://localhost:6274"),
+            Some("Authorization, Content-Type, mcp-protocol-version"),
+        );
         assert_eq!(r.status, 204);
         assert_eq!(r.header_value("access-control-allow-origin"), Some("*"));
-        assert_eq!(r.header_value("access-control-allow-headers"), Some("authorization, content-type, mcp-protocol-version"));
-        assert!(r.header_value("access-control-allow-methods").unwrap().contains("POST"));
+        assert_eq!(
+            r.header_value("access-control-allow-headers"),
+            Some("authorization, content-type, mcp-protocol-version")
+        );
+        assert!(
+            r.header_value("access-control-allow-methods")
+                .unwrap()
+                .contains("POST")
+        );
         let r = preflight(&any(), Some("http://x"), Some("x\r\nset-cookie: a"));
-        assert_eq!(r.header_value("access-control-allow-headers"), Some(DEFAULT_ALLOW_HEADERS));
+        assert_eq!(
+            r.header_value("access-control-allow-headers"),
+            Some(DEFAULT_ALLOW_HEADERS)
+        );
     }
 
     #[test]
     fn listed_origins_only() {
-        let cors = Cors { allowed_origins: Some(vec!["https://app.example.com".into()]) };
+        let cors = Cors {
+            allowed_origins: Some(vec!["https://app.example.com".into()]),
+        };
         let ok = preflight(&cors, Some("https://app.example.com"), None);
-        assert_eq!(ok.header_value("access-control-allow-origin"), Some("https://app.example.com"));
+        assert_eq!(
+            ok.header_value("access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
         assert_eq!(ok.header_value("vary"), Some("origin"));
         let refused = preflight(&cors, Some("https://evil.example.com"), None);
         assert_eq!(refused.status, 204);
@@ -96,7 +123,11 @@ mod tests {
     #[test]
     fn decorate_exposes_the_challenge() {
         let r = decorate(Reply::new(401), &any(), Some("http://localhost:6274"));
-        assert!(r.header_value("access-control-expose-headers").unwrap().contains("www-authenticate"));
+        assert!(
+            r.header_value("access-control-expose-headers")
+                .unwrap()
+                .contains("www-authenticate")
+        );
         let r = decorate(Reply::new(401), &any(), None);
         assert_eq!(r.header_value("access-control-allow-origin"), None);
     }

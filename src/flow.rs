@@ -50,7 +50,10 @@ impl RequestHead {
 
     /// The header's value when it occurs once and is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let mut values = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
         let first = values.next()?;
         if values.next().is_some() {
             return None;
@@ -59,7 +62,10 @@ impl RequestHead {
     }
 
     fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
     }
 
     fn is_preflight(&self) -> bool {
@@ -131,11 +137,13 @@ impl Step {
 /// The request's headers have arrived.
 pub fn on_request_headers(filter: &Filter, head: &RequestHead) -> Step {
     let routes = &filter.config.routes;
-    let Some((route, endpoint)) =
-        filter
-            .routes
-            .classify(routes, &head.authority, &head.method, &head.path, head.is_preflight())
-    else {
+    let Some((route, endpoint)) = filter.routes.classify(
+        routes,
+        &head.authority,
+        &head.method,
+        &head.path,
+        head.is_preflight(),
+    ) else {
         return Step::pass();
     };
     let cors_cfg = &filter.config.cors;
@@ -151,18 +159,34 @@ pub fn on_request_headers(filter: &Filter, head: &RequestHead) -> Step {
             let reply = match head.method.as_str() {
                 "GET" | "HEAD" => Reply::json(
                     200,
-                    &metadata::protected_resource_metadata(route, &filter.config.authorization_server),
+                    &metadata::protected_resource_metadata(
+                        route,
+                        &filter.config.authorization_server,
+                    ),
                 )
                 .header("cache-control", "public, max-age=300"),
-                _ => reply_for(&Failure::MethodNotAllowed { allow: "GET, HEAD, OPTIONS" }, route, scopes),
+                _ => reply_for(
+                    &Failure::MethodNotAllowed {
+                        allow: "GET, HEAD, OPTIONS",
+                    },
+                    route,
+                    scopes,
+                ),
             };
             Step::reply(cors::decorate(reply, cors_cfg, origin))
         }
         Endpoint::Protected => match authenticate(head, route) {
-            Err(failure) => Step::reply(cors::decorate(reply_for(&failure, route, scopes), cors_cfg, origin)),
+            Err(failure) => Step::reply(cors::decorate(
+                reply_for(&failure, route, scopes),
+                cors_cfg,
+                origin,
+            )),
             Ok(()) => Step {
                 stage: Stage::Forwarded {
-                    route: routes.iter().position(|r| r.name == route.name).unwrap_or_default(),
+                    route: routes
+                        .iter()
+                        .position(|r| r.name == route.name)
+                        .unwrap_or_default(),
                     allow_origin: cors::allow_origin(cors_cfg, origin),
                 },
                 // No token passthrough (MCP authorization, Security Considerations):
@@ -183,7 +207,10 @@ pub fn on_response_headers(stage: &Stage, has_allow_origin: bool) -> Vec<Effect>
             ..
         } if !has_allow_origin => vec![
             Effect::SetResponseHeader("access-control-allow-origin", origin.clone()),
-            Effect::SetResponseHeader("access-control-expose-headers", cors::EXPOSE_HEADERS.to_string()),
+            Effect::SetResponseHeader(
+                "access-control-expose-headers",
+                cors::EXPOSE_HEADERS.to_string(),
+            ),
         ],
         _ => Vec::new(),
     }
@@ -196,10 +223,11 @@ fn authenticate(head: &RequestHead, _route: &Route) -> Result<(), Failure> {
         1 => {}
         _ => return Err(Failure::InvalidToken("more than one Authorization header")),
     }
-    let value = head
-        .header("authorization")
-        .ok_or(Failure::InvalidToken("the Authorization header is not valid text"))?;
-    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let value = head.header("authorization").ok_or(Failure::InvalidToken(
+        "the Authorization header is not valid text",
+    ))?;
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // A request with another scheme carries no bearer token (RFC 6750 3.1).
         return Err(Failure::MissingToken);
@@ -208,5 +236,7 @@ fn authenticate(head: &RequestHead, _route: &Route) -> Result<(), Failure> {
         return Err(Failure::InvalidToken("the bearer token is empty"));
     }
     // The filter does not issue tokens yet, so no token can be one of ours.
-    Err(Failure::InvalidToken("the token was not issued by this server"))
+    Err(Failure::InvalidToken(
+        "the token was not issued by this server",
+    ))
 }

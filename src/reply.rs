@@ -53,7 +53,9 @@ pub enum Failure {
     MissingToken,
     /// A bearer token that is not a valid token of this route.
     InvalidToken(&'static str),
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
 }
 
 impl std::fmt::Display for Failure {
@@ -61,7 +63,9 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::MissingToken => f.write_str("no bearer token"),
             Failure::InvalidToken(why) => write!(f, "invalid bearer token: {why}"),
-            Failure::MethodNotAllowed { allow } => write!(f, "method not allowed (allowed: {allow})"),
+            Failure::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed (allowed: {allow})")
+            }
         }
     }
 }
@@ -74,7 +78,10 @@ pub fn challenge(route: &Route, scopes: &[String], error: Option<(&str, &str)>) 
         params.push(format!("error=\"{code}\""));
         params.push(format!("error_description=\"{description}\""));
     }
-    params.push(format!("resource_metadata=\"{}\"", resource_metadata_url(route)));
+    params.push(format!(
+        "resource_metadata=\"{}\"",
+        resource_metadata_url(route)
+    ));
     if !scopes.is_empty() {
         // MCP authorization (2025-11-25) "Scope Selection Strategy": the challenge names the scopes to ask for.
         params.push(format!("scope=\"{}\"", scopes.join(" ")));

@@ -68,7 +68,9 @@ impl RouteTable {
                 return Some((route, Endpoint::ProtectedResourceMetadata));
             }
         }
-        let route = candidates().find(|r| path_is_under(path, &r.path)).unwrap_or(fallback);
+        let route = candidates()
+            .find(|r| path_is_under(path, &r.path))
+            .unwrap_or(fallback);
         if is_preflight && method == "OPTIONS" {
             return Some((route, Endpoint::Preflight));
         }
@@ -84,7 +86,11 @@ fn authority_keys(route: &Route) -> Vec<String> {
         None => route.authority.contains(':'),
     };
     if !has_port {
-        let default_port = if route.origin.starts_with("https:") { 443 } else { 80 };
+        let default_port = if route.origin.starts_with("https:") {
+            443
+        } else {
+            80
+        };
         keys.push(format!("{}:{default_port}", route.authority));
     }
     keys
@@ -94,7 +100,9 @@ fn authority_keys(route: &Route) -> Vec<String> {
 fn path_is_under(path: &str, prefix: &str) -> bool {
     path == prefix
         || prefix == "/"
-        || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -110,15 +118,24 @@ mod tests {
 
     #[test]
     fn matches_by_authority_with_or_without_default_port() {
-        let c = config(serde_json::json!([{"from": "https://mcp.example.com", "mcp": {"server": {}}}]));
+        let c =
+            config(serde_json::json!([{"from": "https://mcp.example.com", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
         for authority in ["mcp.example.com", "MCP.Example.com", "mcp.example.com:443"] {
-            let (route, ep) = t.classify(&c.routes, authority, "POST", "/mcp", false).unwrap();
+            let (route, ep) = t
+                .classify(&c.routes, authority, "POST", "/mcp", false)
+                .unwrap();
             assert_eq!(route.resource, "https://mcp.example.com/mcp");
             assert_eq!(ep, Endpoint::Protected);
         }
-        assert!(t.classify(&c.routes, "mcp.example.com:8443", "POST", "/mcp", false).is_none());
-        assert!(t.classify(&c.routes, "other.example.com", "POST", "/mcp", false).is_none());
+        assert!(
+            t.classify(&c.routes, "mcp.example.com:8443", "POST", "/mcp", false)
+                .is_none()
+        );
+        assert!(
+            t.classify(&c.routes, "other.example.com", "POST", "/mcp", false)
+                .is_none()
+        );
     }
 
     #[test]
@@ -129,37 +146,79 @@ mod tests {
         ]));
         let t = RouteTable::new(&c.routes);
         let get = |path: &str| {
-            let (r, ep) = t.classify(&c.routes, "127.0.0.1:10000", "GET", path, false).unwrap();
+            let (r, ep) = t
+                .classify(&c.routes, "127.0.0.1:10000", "GET", path, false)
+                .unwrap();
             (r.name.clone(), ep)
         };
-        assert_eq!(get("/.well-known/oauth-protected-resource/mcp/github"), ("b".into(), Endpoint::ProtectedResourceMetadata));
-        assert_eq!(get("/.well-known/oauth-protected-resource/mcp"), ("a".into(), Endpoint::ProtectedResourceMetadata));
-        assert_eq!(get("/.well-known/oauth-protected-resource"), ("a".into(), Endpoint::ProtectedResourceMetadata));
+        assert_eq!(
+            get("/.well-known/oauth-protected-resource/mcp/github"),
+            ("b".into(), Endpoint::ProtectedResourceMetadata)
+        );
+        assert_eq!(
+            get("/.well-known/oauth-protected-resource/mcp"),
+            ("a".into(), Endpoint::ProtectedResourceMetadata)
+        );
+        assert_eq!(
+            get("/.well-known/oauth-protected-resource"),
+            ("a".into(), Endpoint::ProtectedResourceMetadata)
+        );
         assert_eq!(get("/mcp/github?x=1"), ("b".into(), Endpoint::Protected));
         assert_eq!(get("/mcp/githubx"), ("a".into(), Endpoint::Protected));
         // Unknown paths, metadata for unknown resources and tricks stay protected.
         assert_eq!(get("/anything"), ("a".into(), Endpoint::Protected));
-        assert_eq!(get("/.well-known/oauth-protected-resource/nope"), ("a".into(), Endpoint::Protected));
-        assert_eq!(get("/.well-known/oauth-protected-resourcex"), ("a".into(), Endpoint::Protected));
+        assert_eq!(
+            get("/.well-known/oauth-protected-resource/nope"),
+            ("a".into(), Endpoint::Protected)
+        );
+        assert_eq!(
+            get("/.well-known/oauth-protected-resourcex"),
+            ("a".into(), Endpoint::Protected)
+        );
     }
 
     #[test]
     fn preflight_only_for_options() {
-        let c = config(serde_json::json!([{"from": "http://127.0.0.1:10000", "mcp": {"server": {}}}]));
+        let c =
+            config(serde_json::json!([{"from": "http://127.0.0.1:10000", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        assert_eq!(t.classify(&c.routes, "127.0.0.1:10000", "OPTIONS", "/mcp", true).unwrap().1, Endpoint::Preflight);
-        assert_eq!(t.classify(&c.routes, "127.0.0.1:10000", "OPTIONS", "/mcp", false).unwrap().1, Endpoint::Protected);
-        assert_eq!(t.classify(&c.routes, "127.0.0.1:10000", "POST", "/mcp", true).unwrap().1, Endpoint::Protected);
+        assert_eq!(
+            t.classify(&c.routes, "127.0.0.1:10000", "OPTIONS", "/mcp", true)
+                .unwrap()
+                .1,
+            Endpoint::Preflight
+        );
+        assert_eq!(
+            t.classify(&c.routes, "127.0.0.1:10000", "OPTIONS", "/mcp", false)
+                .unwrap()
+                .1,
+            Endpoint::Protected
+        );
+        assert_eq!(
+            t.classify(&c.routes, "127.0.0.1:10000", "POST", "/mcp", true)
+                .unwrap()
+                .1,
+            Endpoint::Protected
+        );
     }
 
     #[test]
     fn ipv6_authorities() {
         let c = config(serde_json::json!([{"from": "http://[::1]:10000", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        assert!(t.classify(&c.routes, "[::1]:10000", "POST", "/mcp", false).is_some());
+        assert!(
+            t.classify(&c.routes, "[::1]:10000", "POST", "/mcp", false)
+                .is_some()
+        );
         let c = config(serde_json::json!([{"from": "http://[::1]", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        assert!(t.classify(&c.routes, "[::1]", "POST", "/mcp", false).is_some());
-        assert!(t.classify(&c.routes, "[::1]:80", "POST", "/mcp", false).is_some());
+        assert!(
+            t.classify(&c.routes, "[::1]", "POST", "/mcp", false)
+                .is_some()
+        );
+        assert!(
+            t.classify(&c.routes, "[::1]:80", "POST", "/mcp", false)
+                .is_some()
+        );
     }
 }

@@ -11,7 +11,11 @@ pub struct ConfigError {
 impl ConfigError {
     pub fn new(field: &str, problem: impl Into<String>) -> Self {
         ConfigError {
-            field: if field.is_empty() { "(root)".to_string() } else { field.to_string() },
+            field: if field.is_empty() {
+                "(root)".to_string()
+            } else {
+                field.to_string()
+            },
             problem: problem.into(),
         }
     }

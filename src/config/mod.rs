@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 pub use self::error::ConfigError;
-pub use self::url::{OutsideUrl, authority_of, is_loopback};
 use self::raw::*;
+pub use self::url::{OutsideUrl, authority_of, is_loopback};
 use self::url::{absolute_url, outside_url};
 use crate::policy::{self, Policy};
 use crate::secret::Secret;
@@ -219,14 +219,23 @@ impl Compiler {
     }
 
     /// Deserialises one field of an object, reporting the full path of any problem.
-    fn field<T: DeserializeOwned>(&mut self, obj: &Map<String, Value>, key: &str, base: &str) -> Option<T> {
+    fn field<T: DeserializeOwned>(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        base: &str,
+    ) -> Option<T> {
         let path = join(base, key);
         let value = obj.get(key).cloned().unwrap_or(Value::Null);
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
                 let inner = e.path().to_string();
-                let at = if inner == "." { path } else { join(&path, &inner) };
+                let at = if inner == "." {
+                    path
+                } else {
+                    join(&path, &inner)
+                };
                 let msg = e.into_inner().to_string();
                 let msg = if msg.starts_with("invalid type: null") {
                     "required".to_string()
@@ -242,7 +251,13 @@ impl Compiler {
     fn compile(&mut self, root: &Map<String, Value>) -> Option<Config> {
         for key in root.keys() {
             if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
-                self.error(key, format!("unknown field; expected one of {}", TOP_LEVEL_FIELDS.join(", ")));
+                self.error(
+                    key,
+                    format!(
+                        "unknown field; expected one of {}",
+                        TOP_LEVEL_FIELDS.join(", ")
+                    ),
+                );
             }
         }
         self.allow_insecure_http = self
@@ -253,7 +268,9 @@ impl Compiler {
         let idp = self
             .field::<RawIdentityProvider>(root, "identity_provider", "")
             .and_then(|raw| self.identity_provider(raw));
-        let keys = self.field::<RawKeys>(root, "keys", "").and_then(|raw| self.keys(raw));
+        let keys = self
+            .field::<RawKeys>(root, "keys", "")
+            .and_then(|raw| self.keys(raw));
         let routes = self.routes(root);
         let authorization_server = self
             .field::<Option<RawAuthorizationServer>>(root, "authorization_server", "")
@@ -299,7 +316,10 @@ impl Compiler {
             .scopes
             .unwrap_or_else(|| ["openid", "email", "profile"].map(String::from).to_vec());
         if !scopes.iter().any(|s| s == "openid") {
-            self.error(&join(base, "scopes"), "must include \"openid\" (OpenID Connect Core 3.1.2.1)");
+            self.error(
+                &join(base, "scopes"),
+                "must include \"openid\" (OpenID Connect Core 3.1.2.1)",
+            );
         }
         self.scope_tokens(&join(base, "scopes"), &scopes);
         let method = match raw.token_endpoint_auth_method.as_deref() {
@@ -332,10 +352,18 @@ impl Compiler {
                 format!("must decode to at least {MIN_SIGNING_KEY_BYTES} bytes (RFC 7518 3.2), got {len}")
             })
         }, "secret");
-        let encryption = self.key_list("keys.encryption", raw.encryption.into_iter().map(|k| (k.id, k.key)), |len| {
-            (len != ENCRYPTION_KEY_BYTES)
-                .then(|| format!("must decode to exactly {ENCRYPTION_KEY_BYTES} bytes (AES-256), got {len}"))
-        }, "key");
+        let encryption = self.key_list(
+            "keys.encryption",
+            raw.encryption.into_iter().map(|k| (k.id, k.key)),
+            |len| {
+                (len != ENCRYPTION_KEY_BYTES).then(|| {
+                    format!(
+                        "must decode to exactly {ENCRYPTION_KEY_BYTES} bytes (AES-256), got {len}"
+                    )
+                })
+            },
+            "key",
+        );
         Some(Keys {
             token_signing: token_signing?,
             encryption: encryption?,
@@ -354,15 +382,25 @@ impl Compiler {
         let mut keys = Vec::new();
         for (i, (id, encoded)) in entries.enumerate() {
             let at = format!("{base}[{i}]");
-            if id.trim().is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                self.error(&join(&at, "id"), "must be a non-empty key id of letters, digits, '-', '_' or '.'");
+            if id.trim().is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                self.error(
+                    &join(&at, "id"),
+                    "must be a non-empty key id of letters, digits, '-', '_' or '.'",
+                );
             } else if !ids.insert(id.clone()) {
                 self.error(&join(&at, "id"), format!("duplicate key id {id:?}"));
             }
             match base64::engine::general_purpose::STANDARD.decode(encoded.trim()) {
                 Ok(bytes) => match check_len(bytes.len()) {
                     Some(problem) => self.error(&join(&at, value_name), problem),
-                    None => keys.push(KeyEntry { id, key: Secret::new(bytes) }),
+                    None => keys.push(KeyEntry {
+                        id,
+                        key: Secret::new(bytes),
+                    }),
                 },
                 Err(_) => self.error(&join(&at, value_name), "must be standard base64"),
             }
@@ -401,9 +439,18 @@ impl Compiler {
                 continue;
             };
             if routes.iter().any(|r| r.name == route.name) {
-                self.error(&join(&at, "name"), format!("duplicate route name {:?}", route.name));
+                self.error(
+                    &join(&at, "name"),
+                    format!("duplicate route name {:?}", route.name),
+                );
             } else if routes.iter().any(|r| r.resource == route.resource) {
-                self.error(&at, format!("duplicate route: another route already serves {}", route.resource));
+                self.error(
+                    &at,
+                    format!(
+                        "duplicate route: another route already serves {}",
+                        route.resource
+                    ),
+                );
             } else {
                 routes.push(route);
             }
@@ -411,7 +458,11 @@ impl Compiler {
         (self.errors.len() == before).then_some(routes)
     }
 
-    fn field_of_value<T: DeserializeOwned>(&mut self, obj: &Map<String, Value>, at: &str) -> Option<T> {
+    fn field_of_value<T: DeserializeOwned>(
+        &mut self,
+        obj: &Map<String, Value>,
+        at: &str,
+    ) -> Option<T> {
         let mut wrapper = Map::new();
         wrapper.insert("v".to_string(), Value::Object(obj.clone()));
         let before = self.errors.len();
@@ -424,14 +475,20 @@ impl Compiler {
 
     fn route(&mut self, raw: RawRoute, at: &str) -> Option<Route> {
         let before = self.errors.len();
-        let from = absolute_url(&join(at, "from"), &raw.from, self.allow_insecure_http, &mut self.errors);
-        if let Some(url) = &from {
-            if url.path() != "/" || url.query().is_some() {
-                self.error(
-                    &join(at, "from"),
-                    "must be an origin only (scheme://host[:port]); the MCP endpoint's path goes in mcp.server.path",
-                );
-            }
+        let from = absolute_url(
+            &join(at, "from"),
+            &raw.from,
+            self.allow_insecure_http,
+            &mut self.errors,
+        );
+        if from
+            .as_ref()
+            .is_some_and(|url| url.path() != "/" || url.query().is_some())
+        {
+            self.error(
+                &join(at, "from"),
+                "must be an origin only (scheme://host[:port]); the MCP endpoint's path goes in mcp.server.path",
+            );
         }
         let path = raw.mcp.server.path.unwrap_or_else(|| "/mcp".to_string());
         self.mcp_path(&join(at, "mcp.server.path"), &path);
@@ -450,10 +507,10 @@ impl Compiler {
                 }
             },
         };
-        if let Some(name) = &raw.name {
-            if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-                self.error(&join(at, "name"), "must be 1 to 128 printable characters");
-            }
+        if raw.name.as_ref().is_some_and(|n| {
+            n.trim().is_empty() || n.len() > 128 || n.chars().any(char::is_control)
+        }) {
+            self.error(&join(at, "name"), "must be 1 to 128 printable characters");
         }
         if self.errors.len() > before {
             return None;
@@ -497,7 +554,12 @@ impl Compiler {
         self.non_empty(&join(at, "client_secret"), &raw.client_secret);
         self.scope_tokens(&join(at, "scopes"), &raw.scopes);
         let ep = join(at, "endpoint");
-        let auth_url = absolute_url(&join(&ep, "auth_url"), &raw.endpoint.auth_url, self.allow_insecure_http, &mut self.errors);
+        let auth_url = absolute_url(
+            &join(&ep, "auth_url"),
+            &raw.endpoint.auth_url,
+            self.allow_insecure_http,
+            &mut self.errors,
+        );
         let token = outside_url(
             &join(&ep, "token_url"),
             &raw.endpoint.token_url,
@@ -511,7 +573,10 @@ impl Compiler {
             Some("header") => AuthStyle::Header,
             Some("params") => AuthStyle::Params,
             Some(other) => {
-                self.error(&join(&ep, "auth_style"), format!("{other:?} is not one of \"header\", \"params\", \"auto\""));
+                self.error(
+                    &join(&ep, "auth_style"),
+                    format!("{other:?} is not one of \"header\", \"params\", \"auto\""),
+                );
                 AuthStyle::Auto
             }
         };
@@ -534,7 +599,12 @@ impl Compiler {
             auth_url: auth_url?.to_string(),
             token: token?,
             auth_style,
-            authorization_url_params: raw.authorization_url_params.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect(),
+            authorization_url_params: raw
+                .authorization_url_params
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
             refresh_skew_seconds: raw.refresh_skew_seconds.unwrap_or(60),
             timeout_ms,
         })
@@ -545,19 +615,51 @@ impl Compiler {
         let ttl = |c: &mut Self, name: &str, v: Option<u64>, default: u64, max: u64| -> u64 {
             let v = v.unwrap_or(default);
             if v == 0 || v > max {
-                c.error(&join(base, name), format!("must be between 1 and {max} seconds, got {v}"));
+                c.error(
+                    &join(base, name),
+                    format!("must be between 1 and {max} seconds, got {v}"),
+                );
             }
             v
         };
-        let access = ttl(self, "access_token_ttl_seconds", raw.access_token_ttl_seconds, 3600, 86_400);
-        let refresh = ttl(self, "refresh_token_ttl_seconds", raw.refresh_token_ttl_seconds, 30 * 86_400, 365 * 86_400);
-        let code = ttl(self, "authorization_code_ttl_seconds", raw.authorization_code_ttl_seconds, 60, 600);
-        let session = ttl(self, "session_ttl_seconds", raw.session_ttl_seconds, 12 * 3600, 30 * 86_400);
+        let access = ttl(
+            self,
+            "access_token_ttl_seconds",
+            raw.access_token_ttl_seconds,
+            3600,
+            86_400,
+        );
+        let refresh = ttl(
+            self,
+            "refresh_token_ttl_seconds",
+            raw.refresh_token_ttl_seconds,
+            30 * 86_400,
+            365 * 86_400,
+        );
+        let code = ttl(
+            self,
+            "authorization_code_ttl_seconds",
+            raw.authorization_code_ttl_seconds,
+            60,
+            600,
+        );
+        let session = ttl(
+            self,
+            "session_ttl_seconds",
+            raw.session_ttl_seconds,
+            12 * 3600,
+            30 * 86_400,
+        );
         let grace = raw.refresh_reuse_grace_seconds.unwrap_or(10);
         if grace > 300 {
-            self.error(&join(base, "refresh_reuse_grace_seconds"), "must be at most 300 seconds");
+            self.error(
+                &join(base, "refresh_reuse_grace_seconds"),
+                "must be at most 300 seconds",
+            );
         }
-        let scopes_supported = raw.scopes_supported.unwrap_or_else(|| vec!["mcp".to_string()]);
+        let scopes_supported = raw
+            .scopes_supported
+            .unwrap_or_else(|| vec!["mcp".to_string()]);
         if scopes_supported.is_empty() {
             self.error(&join(base, "scopes_supported"), "needs at least one scope");
         }
@@ -569,7 +671,13 @@ impl Compiler {
         let dynamic_registration = DynamicRegistration {
             enabled: dynamic.enabled.unwrap_or(true),
             max_per_window: dynamic.max_per_window.unwrap_or(20),
-            window_seconds: ttl(self, "registration.dynamic.window_seconds", dynamic.window_seconds, 3600, 86_400),
+            window_seconds: ttl(
+                self,
+                "registration.dynamic.window_seconds",
+                dynamic.window_seconds,
+                3600,
+                86_400,
+            ),
             unused_expiry_seconds: ttl(
                 self,
                 "registration.dynamic.unused_expiry_seconds",
@@ -579,7 +687,10 @@ impl Compiler {
             ),
         };
         if dynamic_registration.max_per_window == 0 {
-            self.error(&join(&dyn_base, "max_per_window"), "must be at least 1 (set enabled: false to turn registration off)");
+            self.error(
+                &join(&dyn_base, "max_per_window"),
+                "must be at least 1 (set enabled: false to turn registration off)",
+            );
         }
         let docs = reg.metadata_documents.unwrap_or_default();
         let docs_base = join(base, "registration.metadata_documents");
@@ -587,7 +698,10 @@ impl Compiler {
         for (i, host) in docs.allowed_hosts.iter().enumerate() {
             let h = host.trim().to_ascii_lowercase();
             if h.is_empty() || h.contains('/') || h.contains(':') && !h.starts_with('[') {
-                self.error(&format!("{docs_base}.allowed_hosts[{i}]"), format!("must be a host name, got {host:?}"));
+                self.error(
+                    &format!("{docs_base}.allowed_hosts[{i}]"),
+                    format!("must be a host name, got {host:?}"),
+                );
             }
             allowed_hosts.push(h);
         }
@@ -601,7 +715,10 @@ impl Compiler {
         }
         let max_bytes = docs.max_bytes.unwrap_or(5 * 1024);
         if !(256..=65_536).contains(&max_bytes) {
-            self.error(&join(&docs_base, "max_bytes"), "must be between 256 and 65536");
+            self.error(
+                &join(&docs_base, "max_bytes"),
+                "must be between 256 and 65536",
+            );
         }
         let metadata_documents = MetadataDocuments {
             enabled,
@@ -609,7 +726,13 @@ impl Compiler {
             cluster,
             max_bytes,
             timeout_ms: self.timeout(&join(&docs_base, "timeout_ms"), docs.timeout_ms),
-            cache_seconds: ttl(self, "registration.metadata_documents.cache_seconds", docs.cache_seconds, 3600, 86_400),
+            cache_seconds: ttl(
+                self,
+                "registration.metadata_documents.cache_seconds",
+                docs.cache_seconds,
+                3600,
+                86_400,
+            ),
         };
         AuthorizationServer {
             access_token_ttl_seconds: access,
@@ -624,7 +747,9 @@ impl Compiler {
     }
 
     fn store(&mut self, raw: RawStore) -> Option<Store> {
-        let prefix = raw.prefix.unwrap_or_else(|| "mcp-oauth-filter/".to_string());
+        let prefix = raw
+            .prefix
+            .unwrap_or_else(|| "mcp-oauth-filter/".to_string());
         if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(char::is_control) {
             self.error("store.prefix", "must be 1 to 64 printable characters");
         }
@@ -636,7 +761,10 @@ impl Compiler {
             }
             (Some("etcd"), Some(etcd)) => {
                 if etcd.cluster.trim().is_empty() {
-                    self.error("store.etcd.cluster", "must name the Envoy cluster of the etcd gateway");
+                    self.error(
+                        "store.etcd.cluster",
+                        "must name the Envoy cluster of the etcd gateway",
+                    );
                 }
                 let timeout_ms = self.timeout("store.etcd.timeout_ms", etcd.timeout_ms);
                 Some(Store::Etcd {
@@ -651,7 +779,10 @@ impl Compiler {
                 None
             }
             (Some(other), _) => {
-                self.error("store.kind", format!("{other:?} is not one of \"shared_data\", \"etcd\""));
+                self.error(
+                    "store.kind",
+                    format!("{other:?} is not one of \"shared_data\", \"etcd\""),
+                );
                 None
             }
         }
@@ -672,21 +803,33 @@ impl Compiler {
 
     fn cors(&mut self, raw: RawCors) -> Option<Cors> {
         let Some(origins) = raw.allowed_origins else {
-            return Some(Cors { allowed_origins: None });
+            return Some(Cors {
+                allowed_origins: None,
+            });
         };
         if origins.iter().any(|o| o == "*") {
-            return Some(Cors { allowed_origins: None });
+            return Some(Cors {
+                allowed_origins: None,
+            });
         }
         for (i, o) in origins.iter().enumerate() {
             let ok = ::url::Url::parse(o)
                 .map(|u| u.origin().ascii_serialization() == o.trim_end_matches('/'))
                 .unwrap_or(false);
             if !ok {
-                self.error(&format!("cors.allowed_origins[{i}]"), format!("must be an origin such as https://app.example.com, got {o:?}"));
+                self.error(
+                    &format!("cors.allowed_origins[{i}]"),
+                    format!("must be an origin such as https://app.example.com, got {o:?}"),
+                );
             }
         }
         Some(Cors {
-            allowed_origins: Some(origins.into_iter().map(|o| o.trim_end_matches('/').to_string()).collect()),
+            allowed_origins: Some(
+                origins
+                    .into_iter()
+                    .map(|o| o.trim_end_matches('/').to_string())
+                    .collect(),
+            ),
         })
     }
 
@@ -699,9 +842,14 @@ impl Compiler {
     /// Scope tokens per RFC 6749 3.3: printable ASCII without space, `"` or `\`.
     fn scope_tokens(&mut self, field: &str, scopes: &[String]) {
         for (i, s) in scopes.iter().enumerate() {
-            let ok = !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+            let ok = !s.is_empty()
+                && s.bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
             if !ok {
-                self.error(&format!("{field}[{i}]"), format!("{s:?} is not a valid scope token (RFC 6749 3.3)"));
+                self.error(
+                    &format!("{field}[{i}]"),
+                    format!("{s:?} is not a valid scope token (RFC 6749 3.3)"),
+                );
             }
         }
     }

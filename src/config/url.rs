@@ -46,7 +46,10 @@ pub fn absolute_url(
     let url = match Url::parse(value) {
         Ok(url) => url,
         Err(e) => {
-            errors.push(ConfigError::new(field, format!("not an absolute URL ({e}): {value:?}")));
+            errors.push(ConfigError::new(
+                field,
+                format!("not an absolute URL ({e}): {value:?}"),
+            ));
             return None;
         }
     };
@@ -88,7 +91,10 @@ pub fn outside_url(
     errors: &mut Vec<ConfigError>,
 ) -> Option<OutsideUrl> {
     if cluster.trim().is_empty() {
-        errors.push(ConfigError::new(cluster_field, "must name the Envoy cluster this URL is reached through"));
+        errors.push(ConfigError::new(
+            cluster_field,
+            "must name the Envoy cluster this URL is reached through",
+        ));
     }
     let url = absolute_url(field, value, allow_insecure_http, errors)?;
     let path = match url.query() {

@@ -28,7 +28,11 @@ unsafe extern "C" {
         return_buffer_size: *mut usize,
     ) -> u32;
     #[link_name = "proxy_get_header_map_pairs"]
-    fn host_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    fn host_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     #[link_name = "proxy_replace_header_map_value"]
     fn host_replace_header_map_value(
         map_type: u32,
@@ -91,7 +95,9 @@ pub fn buffer(buffer_type: BufferType, start: usize, max_size: usize) -> Option<
     let mut data = null_mut();
     let mut size = 0usize;
     // SAFETY: out-pointers outlive the call; the host allocates the result.
-    match unsafe { host_get_buffer_bytes(buffer_type as u32, start, max_size, &mut data, &mut size) } {
+    match unsafe {
+        host_get_buffer_bytes(buffer_type as u32, start, max_size, &mut data, &mut size)
+    } {
         // SAFETY: on success `data`/`size` describe a host allocation.
         STATUS_OK => Some(unsafe { take_host_buffer(data, size) }),
         STATUS_NOT_FOUND => Some(Vec::new()),
@@ -113,8 +119,13 @@ pub fn headers(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
 pub fn replace_header(map_type: MapType, name: &str, value: &str) -> bool {
     // SAFETY: pointers and lengths describe borrowed strings for the call.
     unsafe {
-        host_replace_header_map_value(map_type as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len())
-            == STATUS_OK
+        host_replace_header_map_value(
+            map_type as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        ) == STATUS_OK
     }
 }
 
@@ -131,7 +142,11 @@ pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -
             status,
             null(),
             0,
-            if body.is_empty() { null() } else { body.as_ptr() },
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
             body.len(),
             encoded.as_ptr(),
             encoded.len(),

@@ -28,11 +28,16 @@ impl Request {
         for effect in effects {
             let ok = match &effect {
                 Effect::SendReply(reply) => {
-                    let headers: Vec<(&str, &str)> =
-                        reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    let headers: Vec<(&str, &str)> = reply
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
                     abi::send_local_response(reply.status, &headers, &reply.body)
                 }
-                Effect::RemoveRequestHeader(name) => abi::remove_header(MapType::HttpRequestHeaders, name),
+                Effect::RemoveRequestHeader(name) => {
+                    abi::remove_header(MapType::HttpRequestHeaders, name)
+                }
                 Effect::SetRequestHeader(name, value) => {
                     abi::replace_header(MapType::HttpRequestHeaders, name, value)
                 }
@@ -52,7 +57,14 @@ impl Request {
         log::error!("{why}; answering 500");
         self.stage = Stage::Answered;
         let body = br#"{"error":"server_error","error_description":"the authorization filter could not process this request"}"#;
-        abi::send_local_response(500, &[("content-type", "application/json"), ("cache-control", "no-store")], body);
+        abi::send_local_response(
+            500,
+            &[
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ],
+            body,
+        );
         Action::Pause
     }
 }

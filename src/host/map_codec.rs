@@ -33,7 +33,10 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
 
 /// Encodes a header map for the host.
 pub fn encode(map: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + map.iter().map(|(k, v)| 8 + k.len() + v.len() + 2).sum::<usize>();
+    let size = 4 + map
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len() + 2)
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(map.len() as u32).to_le_bytes());
     for (k, v) in map {
@@ -55,10 +58,17 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let map = [(":method", "POST"), ("x-empty", ""), ("authorization", "Bearer abc")];
+        let map = [
+            (":method", "POST"),
+            ("x-empty", ""),
+            ("authorization", "Bearer abc"),
+        ];
         let decoded = decode(&encode(&map)).unwrap();
         assert_eq!(decoded.len(), 3);
-        assert_eq!(decoded[2], ("authorization".to_string(), b"Bearer abc".to_vec()));
+        assert_eq!(
+            decoded[2],
+            ("authorization".to_string(), b"Bearer abc".to_vec())
+        );
         assert_eq!(decoded[1].1, b"");
     }
 
@@ -78,7 +88,10 @@ mod tests {
             let _ = decode(&good[..cut.max(1)]);
         }
         assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff]), None);
-        assert_eq!(decode(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), None);
+        assert_eq!(
+            decode(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
+            None
+        );
         assert_eq!(decode(&[1, 0, 0]), None);
     }
 }

@@ -25,7 +25,9 @@ impl RootContext for Root {
         logger::follow_host_level();
         let size = plugin_configuration_size.min(MAX_CONFIG_BYTES);
         let Some(bytes) = abi::buffer(BufferType::PluginConfiguration, 0, size) else {
-            log::error!("invalid configuration: (root): the host did not hand over the plugin configuration");
+            log::error!(
+                "invalid configuration: (root): the host did not hand over the plugin configuration"
+            );
             return false;
         };
         if plugin_configuration_size > MAX_CONFIG_BYTES {
@@ -37,7 +39,12 @@ impl RootContext for Root {
                 log::info!(
                     "configured {} route(s): {}",
                     config.routes.len(),
-                    config.routes.iter().map(|r| r.resource.as_str()).collect::<Vec<_>>().join(", ")
+                    config
+                        .routes
+                        .iter()
+                        .map(|r| r.resource.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 self.filter = Some(Rc::new(Filter::new(config)));
                 true

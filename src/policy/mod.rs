@@ -41,7 +41,10 @@ pub enum Criterion {
     Constant(bool),
     /// `authenticated_user: true`: any signed-in user.
     AuthenticatedUser,
-    Match { subject: Subject, matcher: Matcher },
+    Match {
+        subject: Subject,
+        matcher: Matcher,
+    },
 }
 
 /// What a criterion looks at.

@@ -37,23 +37,35 @@ pub fn parse_policy(value: &Value, field: &str) -> Result<Policy, Vec<ConfigErro
 
 fn parse_rule(value: &Value, field: &str, errors: &mut Vec<ConfigError>) -> Option<Rule> {
     let Some(obj) = value.as_object() else {
-        errors.push(ConfigError::new(field, "must be an object with `allow` and/or `deny`"));
+        errors.push(ConfigError::new(
+            field,
+            "must be an object with `allow` and/or `deny`",
+        ));
         return None;
     };
-    let mut rule = Rule { allow: None, deny: None };
+    let mut rule = Rule {
+        allow: None,
+        deny: None,
+    };
     for (key, v) in obj {
         let path = format!("{field}.{key}");
         match key.as_str() {
             "allow" => rule.allow = parse_block(v, &path, errors),
             "deny" => rule.deny = parse_block(v, &path, errors),
-            _ => errors.push(ConfigError::new(&path, "unknown key; expected `allow` or `deny`")),
+            _ => errors.push(ConfigError::new(
+                &path,
+                "unknown key; expected `allow` or `deny`",
+            )),
         }
     }
     if rule.allow.is_none() && rule.deny.is_none() && !obj.is_empty() {
         return None;
     }
     if obj.is_empty() {
-        errors.push(ConfigError::new(field, "a rule needs `allow` and/or `deny`"));
+        errors.push(ConfigError::new(
+            field,
+            "a rule needs `allow` and/or `deny`",
+        ));
         return None;
     }
     Some(rule)
@@ -62,11 +74,17 @@ fn parse_rule(value: &Value, field: &str, errors: &mut Vec<ConfigError>) -> Opti
 /// `{ "and": [...], "or": [...], "not": [...], "nor": [...] }`; several keys all must hold.
 fn parse_block(value: &Value, field: &str, errors: &mut Vec<ConfigError>) -> Option<Expr> {
     let Some(obj) = value.as_object() else {
-        errors.push(ConfigError::new(field, "must be an object with `and`, `or`, `not` or `nor`"));
+        errors.push(ConfigError::new(
+            field,
+            "must be an object with `and`, `or`, `not` or `nor`",
+        ));
         return None;
     };
     if obj.is_empty() {
-        errors.push(ConfigError::new(field, "needs at least one of `and`, `or`, `not`, `nor`"));
+        errors.push(ConfigError::new(
+            field,
+            "needs at least one of `and`, `or`, `not`, `nor`",
+        ));
         return None;
     }
     let mut parts = Vec::new();
@@ -110,7 +128,10 @@ fn parse_block(value: &Value, field: &str, errors: &mut Vec<ConfigError>) -> Opt
 /// A list element: a nested block (`{"or": [...]}`) or a one-key criterion.
 fn parse_expr(value: &Value, field: &str, errors: &mut Vec<ConfigError>) -> Option<Expr> {
     let Some(obj) = value.as_object() else {
-        errors.push(ConfigError::new(field, "must be an object such as {\"domain\": {\"is\": \"example.com\"}}"));
+        errors.push(ConfigError::new(
+            field,
+            "must be an object such as {\"domain\": {\"is\": \"example.com\"}}",
+        ));
         return None;
     };
     if obj.len() != 1 {
@@ -318,20 +339,35 @@ mod tests {
     fn errors_name_the_field() {
         assert_eq!(
             errs(json!({"allow": {"and": [{"domian": "x"}]}})),
-            vec!["routes[0].policy.allow.and[0].domian: unknown criterion; expected accept, reject, authenticated_user, domain, email, user, groups, claim/<name>, mcp_tool, mcp_method or mcp_argument"]
+            vec![
+                "routes[0].policy.allow.and[0].domian: unknown criterion; expected accept, reject, authenticated_user, domain, email, user, groups, claim/<name>, mcp_tool, mcp_method or mcp_argument"
+            ]
         );
-        assert!(errs(json!({"allow": {"xor": []}}))[0].starts_with("routes[0].policy.allow.xor: unknown operator"));
-        assert!(errs(json!({"allow": {"and": [{"email": {"begins": "a"}}]}}))[0]
-            .starts_with("routes[0].policy.allow.and[0].email.begins: unknown operator"));
-        assert!(errs(json!({"allow": {"and": [{"email": {"in": "a"}}]}}))[0]
-            .ends_with("email.in: must be a list of strings"));
-        assert!(errs(json!({"allow": {"and": [{"mcp_argument": {"is": "a"}}]}}))[0]
-            .starts_with("routes[0].policy.allow.and[0].mcp_argument.pointer: required"));
+        assert!(
+            errs(json!({"allow": {"xor": []}}))[0]
+                .starts_with("routes[0].policy.allow.xor: unknown operator")
+        );
+        assert!(
+            errs(json!({"allow": {"and": [{"email": {"begins": "a"}}]}}))[0]
+                .starts_with("routes[0].policy.allow.and[0].email.begins: unknown operator")
+        );
+        assert!(
+            errs(json!({"allow": {"and": [{"email": {"in": "a"}}]}}))[0]
+                .ends_with("email.in: must be a list of strings")
+        );
+        assert!(
+            errs(json!({"allow": {"and": [{"mcp_argument": {"is": "a"}}]}}))[0]
+                .starts_with("routes[0].policy.allow.and[0].mcp_argument.pointer: required")
+        );
         assert!(errs(json!({"permit": {}}))[0].starts_with("routes[0].policy.permit: unknown key"));
         assert!(errs(json!(7))[0].starts_with("routes[0].policy: must be a rule object"));
-        assert!(errs(json!({"allow": {"and": [{"accept": false}]}}))[0]
-            .ends_with("accept: must be `true`"));
-        assert!(errs(json!({"allow": {"and": [{"email": "a", "user": "b"}]}}))[0]
-            .ends_with("exactly one key"));
+        assert!(
+            errs(json!({"allow": {"and": [{"accept": false}]}}))[0]
+                .ends_with("accept: must be `true`")
+        );
+        assert!(
+            errs(json!({"allow": {"and": [{"email": "a", "user": "b"}]}}))[0]
+                .ends_with("exactly one key")
+        );
     }
 }

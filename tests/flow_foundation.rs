@@ -1,0 +1,249 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+//! The request flow through the core, as the host drives it: headers in,
+//! effects out.
+
+use mcp_oauth_filter::config::Config;
+use mcp_oauth_filter::flow::{self, Effect, Filter, Next, RequestHead, Stage};
+use mcp_oauth_filter::reply::Reply;
+use serde_json::{Value, json};
+
+fn filter() -> Filter {
+    let config = json!({
+        "identity_provider": {"issuer": "http://127.0.0.1:9400", "client_id": "f", "client_secret": "s", "cluster": "idp"},
+        "keys": {
+            "token_signing": [{"id": "te-1", "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}],
+            "encryption": [{"id": "enc-1", "key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]
+        },
+        "routes": [
+            {"from": "http://127.0.0.1:10000", "name": "demo", "mcp": {"server": {"path": "/mcp"}}},
+            {"from": "https://mcp.example.com", "name": "github", "mcp": {"server": {"path": "/github/mcp"}}}
+        ]
+    });
+    Filter::new(Config::parse(config.to_string().as_bytes()).unwrap())
+}
+
+fn head(method: &str, authority: &str, path: &str, extra: &[(&str, &[u8])]) -> RequestHead {
+    let mut h: Vec<(String, Vec<u8>)> = vec![
+        (":method".into(), method.into()),
+        (":authority".into(), authority.into()),
+        (":path".into(), path.into()),
+        (":scheme".into(), b"http".to_vec()),
+    ];
+    h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_vec())));
+    RequestHead::from_pairs(h)
+}
+
+fn reply_of(step: &flow::Step) -> &Reply {
+    assert_eq!(step.next, Next::Stop);
+    assert_eq!(step.stage, Stage::Answered);
+    match step.effects.as_slice() {
+        [Effect::SendReply(r)] => r,
+        other => panic!("expected one reply, got {other:?}"),
+    }
+}
+
+fn json_body(r: &Reply) -> Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn unauthenticated_mcp_request_gets_the_rfc9728_challenge() {
+    let f = filter();
+    for method in ["POST", "GET", "DELETE"] {
+        let step = flow::on_request_headers(&f, &head(method, "127.0.0.1:10000", "/mcp", &[]));
+        let r = reply_of(&step);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header_value("www-authenticate"),
+            Some(
+                r#"Bearer resource_metadata="http://127.0.0.1:10000/.well-known/oauth-protected-resource/mcp", scope="mcp""#
+            )
+        );
+        assert_eq!(r.header_value("cache-control"), Some("no-store"));
+        assert_eq!(json_body(r)["error"], "unauthorized");
+    }
+}
+
+#[test]
+fn any_other_path_on_a_route_host_is_protected_too() {
+    let f = filter();
+    for path in [
+        "/",
+        "/admin",
+        "/mcp/../x",
+        "/.well-known/other",
+        "/.well-known/oauth-protected-resource/nope",
+    ] {
+        let r = reply_of(&flow::on_request_headers(
+            &f,
+            &head("GET", "127.0.0.1:10000", path, &[]),
+        ))
+        .clone();
+        assert_eq!(r.status, 401, "{path}");
+    }
+}
+
+#[test]
+fn presented_tokens_are_invalid_until_this_server_issues_them() {
+    let f = filter();
+    let cases: [&[(&str, &[u8])]; 4] = [
+        &[("authorization", b"Bearer abc.def.ghi")],
+        &[("authorization", b"bearer ")],
+        &[
+            ("authorization", b"Bearer a"),
+            ("authorization", b"Bearer b"),
+        ],
+        &[("authorization", b"Bearer \xff\xfe")],
+    ];
+    for extra in cases {
+        let step = flow::on_request_headers(&f, &head("POST", "127.0.0.1:10000", "/mcp", extra));
+        let r = reply_of(&step);
+        assert_eq!(r.status, 401);
+        let challenge = r.header_value("www-authenticate").unwrap();
+        assert!(
+            challenge.starts_with(r#"Bearer error="invalid_token""#),
+            "{challenge}"
+        );
+        assert!(challenge.contains(
+            r#"resource_metadata="http://127.0.0.1:10000/.well-known/oauth-protected-resource/mcp""#
+        ));
+        assert_eq!(json_body(r)["error"], "invalid_token");
+    }
+    // Another scheme carries no bearer token: a plain challenge (RFC 6750 3.1).
+    let step = flow::on_request_headers(
+        &f,
+        &head(
+            "POST",
+            "127.0.0.1:10000",
+            "/mcp",
+            &[("authorization", b"Basic dTpw")],
+        ),
+    );
+    assert!(
+        !reply_of(&step)
+            .header_value("www-authenticate")
+            .unwrap()
+            .contains("error=")
+    );
+}
+
+#[test]
+fn protected_resource_metadata_in_path_and_root_forms() {
+    let f = filter();
+    for (authority, path, resource, issuer) in [
+        (
+            "127.0.0.1:10000",
+            "/.well-known/oauth-protected-resource/mcp",
+            "http://127.0.0.1:10000/mcp",
+            "http://127.0.0.1:10000",
+        ),
+        (
+            "127.0.0.1:10000",
+            "/.well-known/oauth-protected-resource",
+            "http://127.0.0.1:10000/mcp",
+            "http://127.0.0.1:10000",
+        ),
+        (
+            "mcp.example.com",
+            "/.well-known/oauth-protected-resource/github/mcp",
+            "https://mcp.example.com/github/mcp",
+            "https://mcp.example.com",
+        ),
+        (
+            "mcp.example.com:443",
+            "/.well-known/oauth-protected-resource",
+            "https://mcp.example.com/github/mcp",
+            "https://mcp.example.com",
+        ),
+    ] {
+        let step = flow::on_request_headers(&f, &head("GET", authority, path, &[]));
+        let r = reply_of(&step);
+        assert_eq!(r.status, 200, "{authority}{path}");
+        assert_eq!(r.header_value("content-type"), Some("application/json"));
+        let doc = json_body(r);
+        assert_eq!(doc["resource"], resource);
+        assert_eq!(doc["authorization_servers"], json!([issuer]));
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        assert_eq!(doc["scopes_supported"], json!(["mcp"]));
+    }
+    let step = flow::on_request_headers(
+        &f,
+        &head(
+            "POST",
+            "127.0.0.1:10000",
+            "/.well-known/oauth-protected-resource",
+            &[],
+        ),
+    );
+    assert_eq!(reply_of(&step).status, 405);
+}
+
+#[test]
+fn cors_preflight_is_answered_without_authentication() {
+    let f = filter();
+    let step = flow::on_request_headers(
+        &f,
+        &head(
+            "OPTIONS",
+            "127.0.0.1:10000",
+            "/mcp",
+            &[
+                ("origin", b"http://localhost:6274"),
+                ("access-control-request-method", b"POST"),
+                (
+                    "access-control-request-headers",
+                    b"authorization, content-type",
+                ),
+            ],
+        ),
+    );
+    let r = reply_of(&step);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header_value("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header_value("access-control-allow-headers"),
+        Some("authorization, content-type")
+    );
+    // The challenge is readable by a browser client.
+    let step = flow::on_request_headers(
+        &f,
+        &head(
+            "POST",
+            "127.0.0.1:10000",
+            "/mcp",
+            &[("origin", b"http://localhost:6274")],
+        ),
+    );
+    assert!(
+        reply_of(&step)
+            .header_value("access-control-expose-headers")
+            .unwrap()
+            .contains("www-authenticate")
+    );
+}
+
+#[test]
+fn other_hosts_pass_through_untouched() {
+    let f = filter();
+    for authority in [
+        "other.example",
+        "127.0.0.1:10001",
+        "mcp.example.com:8443",
+        "",
+    ] {
+        let step = flow::on_request_headers(
+            &f,
+            &head(
+                "POST",
+                authority,
+                "/mcp",
+                &[("authorization", b"Bearer keep-me")],
+            ),
+        );
+        assert_eq!(step.stage, Stage::Passthrough);
+        assert_eq!(step.next, Next::Continue);
+        assert!(step.effects.is_empty());
+        assert!(flow::on_response_headers(&step.stage, false).is_empty());
+    }
+}
