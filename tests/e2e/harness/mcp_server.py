@@ -1,0 +1,61 @@
+"""The demo MCP server (envoy-demo/mcp_server.py) as a test process."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .envoy import REPO_ROOT
+from .procs import ManagedProcess, free_port, wait_until
+
+SERVER_SCRIPT = REPO_ROOT / "envoy-demo" / "mcp_server.py"
+
+
+@dataclass
+class McpServer:
+    proc: ManagedProcess
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def requests_seen(self) -> list[dict[str, Any]]:
+        """Every request the server received so far (method, path, host, x-test-id)."""
+        r = httpx.get(f"{self.base_url}/_debug/requests", timeout=5.0, trust_env=False)
+        r.raise_for_status()
+        return r.json()["requests"]
+
+    def saw_test_id(self, test_id: str) -> list[dict[str, Any]]:
+        return [req for req in self.requests_seen() if req.get("x-test-id") == test_id]
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def start_mcp_server(workdir: Path, timeout: float = 30.0) -> McpServer:
+    port = free_port()
+    proc = ManagedProcess(
+        "mcp_server", [sys.executable, SERVER_SCRIPT, "--port", str(port)], workdir / "mcp_server.log",
+        cwd=REPO_ROOT,
+    )
+    server = McpServer(proc=proc, port=port)
+    try:
+        wait_until(
+            f"MCP server health on port {port}",
+            lambda: httpx.get(f"{server.base_url}/healthz", timeout=1.0, trust_env=False).status_code == 200,
+            timeout,
+            proc=proc,
+        )
+    except BaseException:
+        proc.stop()
+        raise
+    return server
