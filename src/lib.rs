@@ -4,12 +4,19 @@
 
 pub mod config;
 pub mod cors;
+pub mod crypto;
+pub mod env;
 pub mod flow;
+pub mod maintenance;
 pub mod metadata;
+pub mod oauth;
+pub mod oidc;
+pub mod outbound;
 pub mod policy;
 pub mod reply;
 pub mod routing;
 pub mod secret;
+pub mod store;
 
 #[cfg(test)]
 mod test_support;

@@ -9,13 +9,35 @@ use std::collections::HashMap;
 
 use crate::config::Route;
 
-pub const PROTECTED_RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
+pub use endpoints::PROTECTED_RESOURCE_METADATA;
+
+/// The filter's own endpoints on every route's host.
+pub mod endpoints {
+    pub const PROTECTED_RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
+    pub const AUTHORIZATION_SERVER_METADATA: &str = "/.well-known/oauth-authorization-server";
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    pub const AUTHORIZE: &str = "/.oauth/authorize";
+    pub const CALLBACK: &str = "/.oauth/callback";
+    pub const CONSENT: &str = "/.oauth/consent";
+    pub const TOKEN: &str = "/.oauth/token";
+    pub const REGISTER: &str = "/.oauth/register";
+    pub const REVOKE: &str = "/.oauth/revoke";
+}
 
 /// What a request on a route's host asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// RFC 9728 3.1 protected-resource metadata, path or root form.
     ProtectedResourceMetadata,
+    /// RFC 8414 authorization-server metadata (and its OpenID alias).
+    AuthorizationServerMetadata,
+    Authorize,
+    /// The identity provider's redirect back to the filter.
+    Callback,
+    Consent,
+    Token,
+    Register,
+    Revoke,
     /// A CORS preflight (Fetch standard, CORS protocol); answered without authentication.
     Preflight,
     /// The MCP endpoint, or any other path of the route's host: a token is required.
@@ -74,7 +96,21 @@ impl RouteTable {
         if is_preflight && method == "OPTIONS" {
             return Some((route, Endpoint::Preflight));
         }
-        Some((route, Endpoint::Protected))
+        let own = match path {
+            endpoints::AUTHORIZATION_SERVER_METADATA | endpoints::OPENID_CONFIGURATION => {
+                Endpoint::AuthorizationServerMetadata
+            }
+            endpoints::AUTHORIZE => Endpoint::Authorize,
+            endpoints::CALLBACK => Endpoint::Callback,
+            endpoints::CONSENT => Endpoint::Consent,
+            endpoints::TOKEN => Endpoint::Token,
+            endpoints::REGISTER => Endpoint::Register,
+            endpoints::REVOKE => Endpoint::Revoke,
+            _ => return Some((route, Endpoint::Protected)),
+        };
+        // The authorization server belongs to the origin: its endpoints answer
+        // for the host's first route, and the request names the resource.
+        Some((fallback, own))
     }
 }
 

@@ -4,8 +4,10 @@
 //! effects out.
 
 use mcp_oauth_filter::config::Config;
-use mcp_oauth_filter::flow::{self, Effect, Filter, Next, RequestHead, Stage};
+use mcp_oauth_filter::env::TestRandom;
+use mcp_oauth_filter::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
 use mcp_oauth_filter::reply::Reply;
+use mcp_oauth_filter::store::MemoryKv;
 use serde_json::{Value, json};
 
 fn filter() -> Filter {
@@ -34,6 +36,19 @@ fn head(method: &str, authority: &str, path: &str, extra: &[(&str, &[u8])]) -> R
     RequestHead::from_pairs(h)
 }
 
+/// One request's headers through the core, with a fresh store.
+fn run(f: &Filter, head: &RequestHead) -> Step {
+    let mut kv = MemoryKv::new();
+    let mut random = TestRandom::new(7);
+    let mut ctx = Ctx {
+        filter: f,
+        now: 1_000_000,
+        random: &mut random,
+        kv: &mut kv,
+    };
+    flow::on_request_headers(&mut ctx, head)
+}
+
 fn reply_of(step: &flow::Step) -> &Reply {
     assert_eq!(step.next, Next::Stop);
     assert_eq!(step.stage, Stage::Answered);
@@ -51,7 +66,7 @@ fn json_body(r: &Reply) -> Value {
 fn unauthenticated_mcp_request_gets_the_rfc9728_challenge() {
     let f = filter();
     for method in ["POST", "GET", "DELETE"] {
-        let step = flow::on_request_headers(&f, &head(method, "127.0.0.1:10000", "/mcp", &[]));
+        let step = run(&f, &head(method, "127.0.0.1:10000", "/mcp", &[]));
         let r = reply_of(&step);
         assert_eq!(r.status, 401);
         assert_eq!(
@@ -75,11 +90,7 @@ fn any_other_path_on_a_route_host_is_protected_too() {
         "/.well-known/other",
         "/.well-known/oauth-protected-resource/nope",
     ] {
-        let r = reply_of(&flow::on_request_headers(
-            &f,
-            &head("GET", "127.0.0.1:10000", path, &[]),
-        ))
-        .clone();
+        let r = reply_of(&run(&f, &head("GET", "127.0.0.1:10000", path, &[]))).clone();
         assert_eq!(r.status, 401, "{path}");
     }
 }
@@ -97,7 +108,7 @@ fn presented_tokens_are_invalid_until_this_server_issues_them() {
         &[("authorization", b"Bearer \xff\xfe")],
     ];
     for extra in cases {
-        let step = flow::on_request_headers(&f, &head("POST", "127.0.0.1:10000", "/mcp", extra));
+        let step = run(&f, &head("POST", "127.0.0.1:10000", "/mcp", extra));
         let r = reply_of(&step);
         assert_eq!(r.status, 401);
         let challenge = r.header_value("www-authenticate").unwrap();
@@ -111,7 +122,7 @@ fn presented_tokens_are_invalid_until_this_server_issues_them() {
         assert_eq!(json_body(r)["error"], "invalid_token");
     }
     // Another scheme carries no bearer token: a plain challenge (RFC 6750 3.1).
-    let step = flow::on_request_headers(
+    let step = run(
         &f,
         &head(
             "POST",
@@ -157,7 +168,7 @@ fn protected_resource_metadata_in_path_and_root_forms() {
             "https://mcp.example.com",
         ),
     ] {
-        let step = flow::on_request_headers(&f, &head("GET", authority, path, &[]));
+        let step = run(&f, &head("GET", authority, path, &[]));
         let r = reply_of(&step);
         assert_eq!(r.status, 200, "{authority}{path}");
         assert_eq!(r.header_value("content-type"), Some("application/json"));
@@ -167,7 +178,7 @@ fn protected_resource_metadata_in_path_and_root_forms() {
         assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
         assert_eq!(doc["scopes_supported"], json!(["mcp"]));
     }
-    let step = flow::on_request_headers(
+    let step = run(
         &f,
         &head(
             "POST",
@@ -182,7 +193,7 @@ fn protected_resource_metadata_in_path_and_root_forms() {
 #[test]
 fn cors_preflight_is_answered_without_authentication() {
     let f = filter();
-    let step = flow::on_request_headers(
+    let step = run(
         &f,
         &head(
             "OPTIONS",
@@ -206,7 +217,7 @@ fn cors_preflight_is_answered_without_authentication() {
         Some("authorization, content-type")
     );
     // The challenge is readable by a browser client.
-    let step = flow::on_request_headers(
+    let step = run(
         &f,
         &head(
             "POST",
@@ -232,7 +243,7 @@ fn other_hosts_pass_through_untouched() {
         "mcp.example.com:8443",
         "",
     ] {
-        let step = flow::on_request_headers(
+        let step = run(
             &f,
             &head(
                 "POST",

@@ -43,6 +43,25 @@ unsafe extern "C" {
     ) -> u32;
     #[link_name = "proxy_remove_header_map_value"]
     fn host_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    #[link_name = "proxy_get_current_time_nanoseconds"]
+    fn host_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    #[link_name = "proxy_set_tick_period_milliseconds"]
+    fn host_set_tick_period_milliseconds(period: u32) -> u32;
+    #[link_name = "proxy_continue_stream"]
+    fn host_continue_stream(stream_type: u32) -> u32;
+    #[link_name = "proxy_http_call"]
+    fn host_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout_ms: u32,
+        return_token: *mut u32,
+    ) -> u32;
     #[link_name = "proxy_send_local_response"]
     fn host_send_local_response(
         status_code: u32,
@@ -61,7 +80,7 @@ unsafe extern "C" {
 ///
 /// # Safety
 /// `data` must be null or a host-returned allocation of exactly `size` bytes.
-unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+pub(super) unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         Vec::new()
     } else {
@@ -153,4 +172,61 @@ pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -
             -1,
         ) == STATUS_OK
     }
+}
+
+/// Unix time in seconds, from the host's clock.
+pub fn now_seconds() -> u64 {
+    let mut nanos = 0u64;
+    // SAFETY: `nanos` outlives the call.
+    if unsafe { host_get_current_time_nanoseconds(&mut nanos) } != STATUS_OK {
+        return 0;
+    }
+    nanos / 1_000_000_000
+}
+
+/// Lets a paused request go on (proxy-wasm `StreamType::HttpRequest` = 0).
+pub fn resume_request() -> bool {
+    // SAFETY: no pointers.
+    unsafe { host_continue_stream(0) == STATUS_OK }
+}
+
+/// Starts an HTTP call through `cluster`; the answer arrives in
+/// `on_http_call_response` with the returned token. `None` if the host
+/// refused it (unknown cluster, missing pseudo-headers).
+pub fn http_call(
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u32,
+) -> Option<u32> {
+    let encoded = map_codec::encode(headers);
+    let trailers = map_codec::encode(&[]);
+    let mut token = 0u32;
+    // SAFETY: every pointer/length pair describes a live borrowed buffer; `token` outlives the call.
+    let status = unsafe {
+        host_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            encoded.as_ptr(),
+            encoded.len(),
+            if body.is_empty() {
+                null()
+            } else {
+                body.as_ptr()
+            },
+            body.len(),
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    };
+    (status == STATUS_OK).then_some(token)
+}
+
+/// Asks the host to call the root context's `on_tick` every `period_ms`.
+pub fn set_tick_period_ms(period_ms: u64) -> bool {
+    let period = u32::try_from(period_ms).unwrap_or(u32::MAX);
+    // SAFETY: no pointers.
+    unsafe { host_set_tick_period_milliseconds(period) == STATUS_OK }
 }

@@ -4,15 +4,21 @@
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::abi;
-use crate::flow::{self, Effect, Filter, Next, RequestHead, Stage};
+use super::random::HostRandom;
+use super::shared_data::SharedData;
+use super::{abi, calls};
+use crate::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
+use crate::outbound::CallResponse;
 
 pub struct Request {
     filter: Option<Rc<Filter>>,
     stage: Stage,
 }
+
+/// How a core step is fed: the step function gets a fresh context.
+type StepFn<'s> = dyn FnOnce(&mut Ctx<'_>, &Stage) -> Step + 's;
 
 impl Request {
     pub fn new(filter: Option<Rc<Filter>>) -> Self {
@@ -22,9 +28,41 @@ impl Request {
         }
     }
 
+    /// Runs one core step with the host's clock, randomness and store, then
+    /// carries out its effects. Returns whether the request may go on.
+    fn step(&mut self, filter: &Filter, run: Box<StepFn<'_>>) -> Next {
+        let mut kv = SharedData;
+        let mut random = HostRandom;
+        let mut ctx = Ctx {
+            filter,
+            now: abi::now_seconds(),
+            random: &mut random,
+            kv: &mut kv,
+        };
+        let mut step = run(&mut ctx, &self.stage);
+        loop {
+            if !HostRandom::healthy() {
+                self.fail_closed("host randomness failed");
+                return Next::Stop;
+            }
+            self.stage = step.stage;
+            match self.apply(step.effects) {
+                Applied::Done => return step.next,
+                Applied::Failed => {
+                    self.fail_closed("could not carry out the request decision");
+                    return Next::Stop;
+                }
+                // The host refused the call outright: the core hears of it as a failed call.
+                Applied::CallRefused => {
+                    step = flow::on_call_response(&mut ctx, &self.stage, &CallResponse::failed());
+                }
+            }
+        }
+    }
+
     /// Carries out effects in order. If a header can't be changed, the
     /// request is answered with an error rather than forwarded half-done.
-    fn apply(&mut self, effects: Vec<Effect>) -> bool {
+    fn apply(&mut self, effects: Vec<Effect>) -> Applied {
         for effect in effects {
             let ok = match &effect {
                 Effect::SendReply(reply) => {
@@ -44,16 +82,22 @@ impl Request {
                 Effect::SetResponseHeader(name, value) => {
                     abi::replace_header(MapType::HttpResponseHeaders, name, value)
                 }
+                Effect::Dispatch(call) => {
+                    if calls::dispatch(call).is_none() {
+                        return Applied::CallRefused;
+                    }
+                    true
+                }
             };
             if !ok {
                 log::error!("host refused an effect: {}", effect_name(&effect));
-                return false;
+                return Applied::Failed;
             }
         }
-        true
+        Applied::Done
     }
 
-    fn fail_closed(&mut self, why: &str) -> Action {
+    fn fail_closed(&mut self, why: &str) {
         log::error!("{why}; answering 500");
         self.stage = Stage::Answered;
         let body = br#"{"error":"server_error","error_description":"the authorization filter could not process this request"}"#;
@@ -65,8 +109,13 @@ impl Request {
             ],
             body,
         );
-        Action::Pause
     }
+}
+
+enum Applied {
+    Done,
+    Failed,
+    CallRefused,
 }
 
 fn effect_name(effect: &Effect) -> &'static str {
@@ -75,41 +124,103 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::RemoveRequestHeader(_) => "remove request header",
         Effect::SetRequestHeader(..) => "set request header",
         Effect::SetResponseHeader(..) => "set response header",
+        Effect::Dispatch(_) => "dispatch call",
     }
 }
 
-impl Context for Request {}
+fn action(next: Next) -> Action {
+    match next {
+        Next::Continue => Action::Continue,
+        Next::Stop => Action::Pause,
+    }
+}
+
+impl Context for Request {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(filter) = self.filter.clone() else {
+            return;
+        };
+        let answer = calls::answer(num_headers, body_size);
+        let next = self.step(
+            &filter,
+            Box::new(move |ctx, stage| flow::on_call_response(ctx, stage, &answer)),
+        );
+        if next == Next::Continue && !abi::resume_request() {
+            log::error!("could not resume a request after a call");
+        }
+    }
+}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(filter) = self.filter.clone() else {
-            return self.fail_closed("no valid configuration");
+            self.fail_closed("no valid configuration");
+            return Action::Pause;
         };
         let Some(pairs) = abi::headers(MapType::HttpRequestHeaders) else {
-            return self.fail_closed("could not read the request headers");
+            self.fail_closed("could not read the request headers");
+            return Action::Pause;
         };
         let head = RequestHead::from_pairs(pairs);
-        let step = flow::on_request_headers(&filter, &head);
-        self.stage = step.stage;
-        if !self.apply(step.effects) {
-            return self.fail_closed("could not carry out the request decision");
+        action(self.step(
+            &filter,
+            Box::new(move |ctx, _| flow::on_request_headers(ctx, &head)),
+        ))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Stage::ReadingBody { .. } = self.stage else {
+            return Action::Continue;
+        };
+        let Some(filter) = self.filter.clone() else {
+            return Action::Pause;
+        };
+        if body_size > flow::MAX_ENDPOINT_BODY_BYTES
+            && let Some(step) = flow::on_body_too_large(&self.stage)
+        {
+            return action(self.step(&filter, Box::new(move |_, _| step)));
         }
-        match step.next {
-            Next::Continue => Action::Continue,
-            Next::Stop => Action::Pause,
+        if !end_of_stream {
+            // The body is arriving in pieces, so no buffer filter runs ahead of
+            // this one: the router may already have the (sanitised) headers.
+            log::warn!(
+                "request body arrives in pieces: put envoy.filters.http.buffer before mcp-oauth-filter (README, Loading it into Envoy)"
+            );
+            // Hold every piece: the body of the filter's endpoints is never forwarded.
+            return Action::Pause;
         }
+        let body = abi::buffer(BufferType::HttpRequestBody, 0, body_size).unwrap_or_default();
+        let _ = self.step(
+            &filter,
+            Box::new(move |ctx, stage| flow::on_request_body(ctx, stage, &body)),
+        );
+        // The filter answered; the body never goes upstream.
+        Action::Pause
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if !matches!(self.stage, Stage::Forwarded { .. }) {
-            return Action::Continue;
+        match &self.stage {
+            Stage::Forwarded { .. } => {}
+            // The filter is still answering itself: hold whatever the upstream sent.
+            Stage::ReadingBody { .. } | Stage::Waiting { .. } => return Action::Pause,
+            _ => return Action::Continue,
         }
         let has_allow_origin = abi::headers(MapType::HttpResponseHeaders)
             .map(|h| h.iter().any(|(n, _)| n == "access-control-allow-origin"))
             .unwrap_or(false);
         let effects = flow::on_response_headers(&self.stage, has_allow_origin);
         // Response header changes are best effort: a refusal must not break the response.
-        let _ = self.apply(effects);
+        for effect in effects {
+            if let Effect::SetResponseHeader(name, value) = effect {
+                let _ = abi::replace_header(MapType::HttpResponseHeaders, name, &value);
+            }
+        }
         Action::Continue
     }
 }

@@ -6,11 +6,17 @@ pub mod map_codec;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod abi;
 #[cfg(all(target_arch = "wasm32", not(test)))]
+mod calls;
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod http;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod logger;
 #[cfg(all(target_arch = "wasm32", not(test)))]
+mod random;
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod root;
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod shared_data;
 
 // The module's entry point: Envoy calls `_initialize` once per VM.
 #[cfg(all(target_arch = "wasm32", not(test)))]

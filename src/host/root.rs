@@ -1,14 +1,19 @@
 //! The root context: reads and compiles the plugin configuration, and makes
 //! a context for each HTTP request.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::{abi, http::Request, logger};
+use super::random::HostRandom;
+use super::shared_data::SharedData;
+use super::{abi, calls, http::Request, logger};
 use crate::config::Config;
-use crate::flow::Filter;
+use crate::flow::{Ctx, Filter};
+use crate::maintenance::{self, Purpose};
+use crate::outbound::OutboundCall;
 
 /// Largest plugin configuration read (a guard against a runaway config source).
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
@@ -16,13 +21,62 @@ const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Default)]
 pub struct Root {
     filter: Option<Rc<Filter>>,
+    /// Maintenance calls in flight, by call token.
+    calls: HashMap<u32, Purpose>,
 }
 
-impl Context for Root {}
+impl Root {
+    /// Runs a maintenance step with the host's clock, randomness and store.
+    fn with_ctx<T>(&self, run: impl FnOnce(&mut Ctx<'_>) -> T) -> Option<T> {
+        let filter = self.filter.as_ref()?;
+        let (mut kv, mut random) = (SharedData, HostRandom);
+        let mut ctx = Ctx {
+            filter,
+            now: abi::now_seconds(),
+            random: &mut random,
+            kv: &mut kv,
+        };
+        let out = run(&mut ctx);
+        // Nothing made from failed randomness may be acted on.
+        HostRandom::healthy().then_some(out)
+    }
+
+    fn start(&mut self, purpose: Purpose, call: &OutboundCall) {
+        if let Some(token) = calls::dispatch(call) {
+            self.calls.insert(token, purpose);
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(purpose) = self.calls.remove(&token_id) else {
+            return;
+        };
+        let answer = calls::answer(num_headers, body_size);
+        if let Some(Some((next, call))) =
+            self.with_ctx(|ctx| maintenance::on_answer(ctx, purpose, &answer))
+        {
+            self.start(next, &call);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         logger::follow_host_level();
+        if !HostRandom::probe() {
+            log::error!(
+                "invalid configuration: (host): the host's random_get fails; tokens can't be made safely"
+            );
+            return false;
+        }
         let size = plugin_configuration_size.min(MAX_CONFIG_BYTES);
         let Some(bytes) = abi::buffer(BufferType::PluginConfiguration, 0, size) else {
             log::error!(
@@ -47,6 +101,11 @@ impl RootContext for Root {
                         .join(", ")
                 );
                 self.filter = Some(Rc::new(Filter::new(config)));
+                if !abi::set_tick_period_ms(maintenance::TICK_SECONDS * 1000) {
+                    log::warn!(
+                        "could not set the maintenance tick; expired entries will not be pruned"
+                    );
+                }
                 true
             }
             Err(errors) => {
@@ -57,6 +116,15 @@ impl RootContext for Root {
                 }
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if !self.calls.is_empty() {
+            return;
+        }
+        for (purpose, call) in self.with_ctx(maintenance::tick).unwrap_or_default() {
+            self.start(purpose, &call);
         }
     }
 

@@ -77,3 +77,11 @@ pub enum Op {
     NotIn(Vec<String>),
     Not(String),
 }
+
+/// Whether a signed-in user may use a route at all, before any MCP message
+/// is known. Until policy evaluation lands, only routes that allow any
+/// authenticated user admit anyone: a route with rules admits nobody, which
+/// fails closed.
+pub fn may_use_route(route: &crate::config::Route, _user: &crate::oauth::records::User) -> bool {
+    route.allow_any_authenticated_user
+}

@@ -1,0 +1,463 @@
+//! A request's life as an explicit state machine: the host hands the current
+//! stage and an event to the core, which returns the next stage and the
+//! effects to carry out. The core never calls the host; time, randomness
+//! and the store come in through [`Ctx`].
+
+mod protect;
+mod signin;
+mod tokens;
+
+use crate::config::{Config, Route, Store};
+use crate::cors;
+use crate::env::Random;
+use crate::metadata;
+use crate::oauth::error::OAuthError;
+use crate::oauth::pages;
+use crate::oauth::server_metadata;
+use crate::outbound::{CallResponse, OutboundCall};
+use crate::reply::{Failure, Reply, reply_for};
+use crate::routing::{Endpoint, RouteTable};
+use crate::store::{Kv, Vault};
+
+pub use signin::Wait;
+
+/// Largest body the filter reads for its own endpoints (forms, registration).
+pub const MAX_ENDPOINT_BODY_BYTES: usize = 64 * 1024;
+
+/// The filter as configured: everything derived from the configuration once.
+#[derive(Debug)]
+pub struct Filter {
+    pub config: Config,
+    pub routes: RouteTable,
+}
+
+impl Filter {
+    pub fn new(config: Config) -> Self {
+        let routes = RouteTable::new(&config.routes);
+        Filter { config, routes }
+    }
+
+    pub fn route_index(&self, name: &str) -> Option<usize> {
+        self.config.routes.iter().position(|r| r.name == name)
+    }
+
+    fn store_prefix(&self) -> &str {
+        match &self.config.store {
+            Store::SharedData { prefix } | Store::Etcd { prefix, .. } => prefix,
+        }
+    }
+}
+
+/// What a step may use besides the request: the clock, randomness, the store.
+pub struct Ctx<'a> {
+    pub filter: &'a Filter,
+    /// Unix time, seconds.
+    pub now: u64,
+    pub random: &'a mut dyn Random,
+    pub kv: &'a mut dyn Kv,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn vault(&mut self) -> Vault<'_> {
+        Vault::new(
+            &mut *self.kv,
+            self.filter.store_prefix(),
+            &self.filter.config.keys.encryption,
+            self.now,
+            &mut *self.random,
+        )
+    }
+
+    pub fn token(&mut self, bytes: usize) -> String {
+        crate::crypto::random_token(&mut *self.random, bytes)
+    }
+
+    /// The configuration, borrowed from the filter (not from the context).
+    pub fn config(&self) -> &'a Config {
+        &self.filter.config
+    }
+}
+
+/// The request line and headers. Header names are lower-case (HTTP/2 and
+/// Envoy's header map); values are bytes, since HTTP allows obs-text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    pub fn from_pairs(headers: Vec<(String, Vec<u8>)>) -> Self {
+        let mut head = RequestHead::default();
+        for (name, value) in &headers {
+            let text = || String::from_utf8_lossy(value).into_owned();
+            match name.as_str() {
+                ":method" => head.method = text(),
+                ":path" => head.path = text(),
+                ":authority" => head.authority = text(),
+                _ => {}
+            }
+        }
+        head.headers = headers;
+        head
+    }
+
+    /// The header's value when it occurs once and is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        std::str::from_utf8(&first.1).ok()
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    /// All `Cookie` headers joined (HTTP/2 may split them, RFC 9113 8.2.3).
+    pub fn cookies(&self) -> Option<String> {
+        let all: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
+
+    /// The query string of `:path`.
+    pub fn query(&self) -> &str {
+        self.path
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or_default()
+    }
+
+    fn is_preflight(&self) -> bool {
+        self.method == "OPTIONS"
+            && self.header("origin").is_some()
+            && self.header("access-control-request-method").is_some()
+    }
+}
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Stage {
+    #[default]
+    Start,
+    /// Not for a route's host: the filter stays out of the way.
+    Passthrough,
+    /// The filter answered it itself.
+    Answered,
+    /// Authorized and forwarded to the MCP server.
+    Forwarded {
+        route: usize,
+        /// `Access-Control-Allow-Origin` to add to the response, if any.
+        allow_origin: Option<String>,
+    },
+    /// One of the filter's endpoints, waiting for the request body.
+    ReadingBody {
+        endpoint: Endpoint,
+        route: usize,
+        head: Box<RequestHead>,
+    },
+    /// Waiting for the answer to an outside call.
+    Waiting {
+        route: usize,
+        origin: Option<String>,
+        wait: Box<Wait>,
+    },
+}
+
+/// Work for the host to carry out, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    SendReply(Reply),
+    RemoveRequestHeader(&'static str),
+    SetRequestHeader(&'static str, String),
+    SetResponseHeader(&'static str, String),
+    /// Make the call; its answer comes back as [`on_call_response`].
+    Dispatch(OutboundCall),
+}
+
+/// Whether the host lets the request go on or holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// Hold the stream (a reply was sent, or a body or call is awaited).
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub stage: Stage,
+    pub effects: Vec<Effect>,
+    pub next: Next,
+}
+
+impl Step {
+    fn pass() -> Self {
+        Step {
+            stage: Stage::Passthrough,
+            effects: Vec::new(),
+            next: Next::Continue,
+        }
+    }
+
+    fn reply(reply: Reply) -> Self {
+        Step {
+            stage: Stage::Answered,
+            effects: vec![Effect::SendReply(reply)],
+            next: Next::Stop,
+        }
+    }
+}
+
+/// What an endpoint handler decided.
+pub(crate) enum Outcome {
+    Reply(Reply),
+    Call(OutboundCall, Box<Wait>),
+    Forward(Vec<Effect>),
+}
+
+impl From<Reply> for Outcome {
+    fn from(r: Reply) -> Self {
+        Outcome::Reply(r)
+    }
+}
+
+impl From<OAuthError> for Outcome {
+    fn from(e: OAuthError) -> Self {
+        Outcome::Reply(e.to_reply())
+    }
+}
+
+fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome) -> Step {
+    match outcome {
+        Outcome::Reply(reply) => {
+            Step::reply(cors::decorate(reply, &ctx.config().cors, origin.as_deref()))
+        }
+        Outcome::Call(call, wait) => Step {
+            stage: Stage::Waiting {
+                route,
+                origin,
+                wait,
+            },
+            effects: vec![Effect::Dispatch(call)],
+            next: Next::Stop,
+        },
+        Outcome::Forward(effects) => Step {
+            stage: Stage::Forwarded {
+                route,
+                allow_origin: cors::allow_origin(&ctx.config().cors, origin.as_deref()),
+            },
+            effects,
+            next: Next::Continue,
+        },
+    }
+}
+
+/// The request's headers have arrived.
+pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
+    let filter = ctx.filter;
+    let routes = &filter.config.routes;
+    let Some((route, endpoint)) = filter.routes.classify(
+        routes,
+        &head.authority,
+        &head.method,
+        &head.path,
+        head.is_preflight(),
+    ) else {
+        return Step::pass();
+    };
+    let route_index = filter.route_index(&route.name).unwrap_or_default();
+    let cors_cfg = &filter.config.cors;
+    let origin = head.header("origin").map(str::to_string);
+    let scopes = &filter.config.authorization_server.scopes_supported;
+    let outcome: Outcome = match endpoint {
+        Endpoint::Preflight => {
+            return Step::reply(cors::preflight(
+                cors_cfg,
+                origin.as_deref(),
+                head.header("access-control-request-headers"),
+            ));
+        }
+        Endpoint::ProtectedResourceMetadata | Endpoint::AuthorizationServerMetadata => {
+            match head.method.as_str() {
+                "GET" | "HEAD" => {
+                    let doc = if endpoint == Endpoint::ProtectedResourceMetadata {
+                        metadata::protected_resource_metadata(
+                            route,
+                            &filter.config.authorization_server,
+                        )
+                    } else {
+                        server_metadata::document(route, &filter.config)
+                    };
+                    Reply::json(200, &doc)
+                        .header("cache-control", "public, max-age=300")
+                        .into()
+                }
+                _ => reply_for(
+                    &Failure::MethodNotAllowed {
+                        allow: "GET, HEAD, OPTIONS",
+                    },
+                    route,
+                    scopes,
+                )
+                .into(),
+            }
+        }
+        Endpoint::Authorize => match head.method.as_str() {
+            "GET" => signin::authorize(ctx, route, head),
+            _ => reply_for(&Failure::MethodNotAllowed { allow: "GET" }, route, scopes).into(),
+        },
+        Endpoint::Callback => match head.method.as_str() {
+            "GET" => signin::callback(ctx, route, head),
+            _ => reply_for(&Failure::MethodNotAllowed { allow: "GET" }, route, scopes).into(),
+        },
+        Endpoint::Consent if head.method == "GET" => signin::consent_page(ctx, route, head),
+        Endpoint::Consent | Endpoint::Token | Endpoint::Register | Endpoint::Revoke => {
+            if head.method != "POST" {
+                let allow = if endpoint == Endpoint::Consent {
+                    "GET, POST"
+                } else {
+                    "POST"
+                };
+                reply_for(&Failure::MethodNotAllowed { allow }, route, scopes).into()
+            } else {
+                return Step {
+                    stage: Stage::ReadingBody {
+                        endpoint,
+                        route: route_index,
+                        head: Box::new(head.clone()),
+                    },
+                    // The body is read before anything is decided; until then nothing
+                    // that authenticates the request may reach the MCP server.
+                    effects: vec![
+                        Effect::RemoveRequestHeader("authorization"),
+                        Effect::RemoveRequestHeader("cookie"),
+                        Effect::SetRequestHeader(
+                            ":path",
+                            "/.well-known/mcp-oauth-filter/pending".to_string(),
+                        ),
+                    ],
+                    next: Next::Continue,
+                };
+            }
+        }
+        Endpoint::Protected => protect::authorize_request(ctx, route, head),
+    };
+    finish(ctx, route_index, origin, outcome)
+}
+
+/// The whole request body of one of the filter's endpoints has arrived.
+pub fn on_request_body(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
+    let Stage::ReadingBody {
+        endpoint,
+        route,
+        head,
+    } = stage
+    else {
+        return Step {
+            stage: stage.clone(),
+            effects: Vec::new(),
+            next: Next::Continue,
+        };
+    };
+    let Some(route_cfg) = ctx.filter.config.routes.get(*route) else {
+        return Step::reply(OAuthError::server_error("route vanished").to_reply());
+    };
+    let origin = head.header("origin").map(str::to_string);
+    let outcome = if body.len() > MAX_ENDPOINT_BODY_BYTES {
+        OAuthError::invalid_request(format!(
+            "the request body is larger than {MAX_ENDPOINT_BODY_BYTES} bytes"
+        ))
+        .into()
+    } else {
+        match endpoint {
+            Endpoint::Token => tokens::token(ctx, route_cfg, head, body),
+            Endpoint::Revoke => tokens::revoke(ctx, route_cfg, head, body),
+            Endpoint::Register => tokens::register(ctx, head, body),
+            Endpoint::Consent => signin::consent_decision(ctx, route_cfg, head, body),
+            _ => OAuthError::server_error("unexpected body").into(),
+        }
+    };
+    finish(ctx, *route, origin, outcome)
+}
+
+/// The body grew past what the filter accepts for its endpoints.
+pub fn on_body_too_large(stage: &Stage) -> Option<Step> {
+    matches!(stage, Stage::ReadingBody { .. }).then(|| {
+        Step::reply(
+            OAuthError::invalid_request(format!(
+                "the request body is larger than {MAX_ENDPOINT_BODY_BYTES} bytes"
+            ))
+            .to_reply(),
+        )
+    })
+}
+
+/// The answer to an outside call arrived (status 0: the call failed).
+pub fn on_call_response(ctx: &mut Ctx<'_>, stage: &Stage, answer: &CallResponse) -> Step {
+    let Stage::Waiting {
+        route,
+        origin,
+        wait,
+    } = stage
+    else {
+        return Step {
+            stage: stage.clone(),
+            effects: Vec::new(),
+            next: Next::Stop,
+        };
+    };
+    let Some(route_cfg) = ctx.filter.config.routes.get(*route) else {
+        return Step::reply(pages::error(
+            500,
+            "Server error",
+            "The route of this request is gone.",
+        ));
+    };
+    let outcome = signin::resume(ctx, route_cfg, (**wait).clone(), answer);
+    finish(ctx, *route, origin.clone(), outcome)
+}
+
+/// The upstream response's headers have arrived. `has_allow_origin`: the MCP
+/// server already set `Access-Control-Allow-Origin`.
+pub fn on_response_headers(stage: &Stage, has_allow_origin: bool) -> Vec<Effect> {
+    match stage {
+        Stage::Forwarded {
+            allow_origin: Some(origin),
+            ..
+        } if !has_allow_origin => vec![
+            Effect::SetResponseHeader("access-control-allow-origin", origin.clone()),
+            Effect::SetResponseHeader(
+                "access-control-expose-headers",
+                cors::EXPOSE_HEADERS.to_string(),
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The route serving `resource` on the origin of `route` (RFC 8707), if any.
+pub(crate) fn route_for_resource<'a>(
+    config: &'a Config,
+    route: &Route,
+    resource: &str,
+) -> Option<&'a Route> {
+    config
+        .routes
+        .iter()
+        .find(|r| r.origin == route.origin && r.resource == resource)
+}
