@@ -383,13 +383,14 @@ impl Compiler {
         for (i, (id, encoded)) in entries.enumerate() {
             let at = format!("{base}[{i}]");
             if id.trim().is_empty()
+                || id.len() > 64
                 || !id
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 self.error(
                     &join(&at, "id"),
-                    "must be a non-empty key id of letters, digits, '-', '_' or '.'",
+                    "must be a key id of 1 to 64 letters, digits, '-', '_' or '.'",
                 );
             } else if !ids.insert(id.clone()) {
                 self.error(&join(&at, "id"), format!("duplicate key id {id:?}"));
