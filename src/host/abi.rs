@@ -49,19 +49,6 @@ unsafe extern "C" {
     fn host_set_tick_period_milliseconds(period: u32) -> u32;
     #[link_name = "proxy_continue_stream"]
     fn host_continue_stream(stream_type: u32) -> u32;
-    #[link_name = "proxy_http_call"]
-    fn host_http_call(
-        upstream_data: *const u8,
-        upstream_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        trailers_data: *const u8,
-        trailers_size: usize,
-        timeout_ms: u32,
-        return_token: *mut u32,
-    ) -> u32;
     #[link_name = "proxy_send_local_response"]
     fn host_send_local_response(
         status_code: u32,
@@ -188,40 +175,6 @@ pub fn now_seconds() -> u64 {
 pub fn resume_request() -> bool {
     // SAFETY: no pointers.
     unsafe { host_continue_stream(0) == STATUS_OK }
-}
-
-/// Starts an HTTP call through `cluster`; the answer arrives in
-/// `on_http_call_response` with the returned token. `None` if the host
-/// refused it (unknown cluster, missing pseudo-headers).
-pub fn http_call(
-    cluster: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout_ms: u32,
-) -> Option<u32> {
-    let encoded = map_codec::encode(headers);
-    let trailers = map_codec::encode(&[]);
-    let mut token = 0u32;
-    // SAFETY: every pointer/length pair describes a live borrowed buffer; `token` outlives the call.
-    let status = unsafe {
-        host_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            encoded.as_ptr(),
-            encoded.len(),
-            if body.is_empty() {
-                null()
-            } else {
-                body.as_ptr()
-            },
-            body.len(),
-            trailers.as_ptr(),
-            trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    };
-    (status == STATUS_OK).then_some(token)
 }
 
 /// Asks the host to call the root context's `on_tick` every `period_ms`.

@@ -1,6 +1,8 @@
 //! Outside calls: the core's [`OutboundCall`] to `dispatch_http_call`, and
 //! the host's answer back to a [`CallResponse`].
 
+use std::time::Duration;
+
 use proxy_wasm::types::{BufferType, MapType};
 
 use super::abi;
@@ -8,21 +10,36 @@ use crate::oidc::MAX_ANSWER_BYTES;
 use crate::outbound::{CallResponse, OutboundCall};
 
 /// Starts the call; `None` if Envoy refused it (e.g. the cluster is not defined).
+///
+/// This goes through the proxy-wasm crate's `dispatch_http_call`, not our own
+/// ABI wrapper, because the crate's dispatcher must record which context made
+/// the call to deliver the answer there (it panics on an unknown token). Envoy
+/// answers a refused call with BadArgument or InternalFailure, which the
+/// crate returns as errors.
 pub fn dispatch(call: &OutboundCall) -> Option<u32> {
     let headers: Vec<(&str, &str)> = call
         .headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let timeout = u32::try_from(call.timeout_ms).unwrap_or(u32::MAX);
-    let token = abi::http_call(&call.cluster, &headers, &call.body, timeout);
-    if token.is_none() {
-        log::warn!(
-            "Envoy refused a call through cluster {:?} (is the cluster defined?)",
-            call.cluster
-        );
+    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+    let timeout = Duration::from_millis(call.timeout_ms);
+    match proxy_wasm::hostcalls::dispatch_http_call(
+        &call.cluster,
+        headers,
+        body,
+        Vec::new(),
+        timeout,
+    ) {
+        Ok(token) => Some(token),
+        Err(status) => {
+            log::warn!(
+                "Envoy refused a call through cluster {:?} ({status:?}; is the cluster defined?)",
+                call.cluster
+            );
+            None
+        }
     }
-    token
 }
 
 /// Reads the answer in `on_http_call_response`. Envoy reports a failed call
