@@ -17,6 +17,7 @@ pub mod reply;
 pub mod routing;
 pub mod secret;
 pub mod store;
+pub mod upstream;
 
 #[cfg(test)]
 mod test_support;

@@ -18,6 +18,7 @@ pub mod endpoints {
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
     pub const AUTHORIZE: &str = "/.oauth/authorize";
     pub const CALLBACK: &str = "/.oauth/callback";
+    pub const UPSTREAM_CALLBACK: &str = "/.oauth/upstream/callback";
     pub const CONSENT: &str = "/.oauth/consent";
     pub const TOKEN: &str = "/.oauth/token";
     pub const REGISTER: &str = "/.oauth/register";
@@ -34,6 +35,8 @@ pub enum Endpoint {
     Authorize,
     /// The identity provider's redirect back to the filter.
     Callback,
+    /// The upstream provider's redirect back to the filter.
+    UpstreamCallback,
     Consent,
     Token,
     Register,
@@ -102,6 +105,7 @@ impl RouteTable {
             }
             endpoints::AUTHORIZE => Endpoint::Authorize,
             endpoints::CALLBACK => Endpoint::Callback,
+            endpoints::UPSTREAM_CALLBACK => Endpoint::UpstreamCallback,
             endpoints::CONSENT => Endpoint::Consent,
             endpoints::TOKEN => Endpoint::Token,
             endpoints::REGISTER => Endpoint::Register,

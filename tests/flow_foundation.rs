@@ -255,6 +255,13 @@ fn other_hosts_pass_through_untouched() {
         assert_eq!(step.stage, Stage::Passthrough);
         assert_eq!(step.next, Next::Continue);
         assert!(step.effects.is_empty());
-        assert!(flow::on_response_headers(&step.stage, false).is_empty());
+        let (mut kv, mut random) = (MemoryKv::new(), TestRandom::new(1));
+        let mut ctx = Ctx {
+            filter: &f,
+            now: 1_000_000,
+            random: &mut random,
+            kv: &mut kv,
+        };
+        assert!(flow::on_response_headers(&mut ctx, &step.stage, 200, None, false).is_empty());
     }
 }

@@ -6,6 +6,7 @@
 mod protect;
 mod signin;
 mod tokens;
+mod upstream;
 
 use crate::config::{Config, Route, Store};
 use crate::cors;
@@ -20,6 +21,7 @@ use crate::routing::{Endpoint, RouteTable};
 use crate::store::{Kv, Vault};
 
 pub use signin::Wait;
+pub use upstream::Parked;
 
 /// Largest body the filter reads for its own endpoints (forms, registration).
 pub const MAX_ENDPOINT_BODY_BYTES: usize = 64 * 1024;
@@ -162,6 +164,8 @@ pub enum Stage {
     /// Authorized and forwarded to the MCP server.
     Forwarded {
         route: usize,
+        /// The user, when the route injects an upstream token.
+        sub: Option<String>,
         /// `Access-Control-Allow-Origin` to add to the response, if any.
         allow_origin: Option<String>,
     },
@@ -170,6 +174,12 @@ pub enum Stage {
         endpoint: Endpoint,
         route: usize,
         head: Box<RequestHead>,
+    },
+    /// Waiting for another request's refresh of the upstream token.
+    Parked {
+        route: usize,
+        origin: Option<String>,
+        parked: Parked,
     },
     /// Waiting for the answer to an outside call.
     Waiting {
@@ -227,7 +237,13 @@ impl Step {
 pub(crate) enum Outcome {
     Reply(Reply),
     Call(OutboundCall, Box<Wait>),
-    Forward(Vec<Effect>),
+    /// Forward to the MCP server; `sub`: the user, when an upstream token was injected.
+    Forward {
+        effects: Vec<Effect>,
+        sub: Option<String>,
+    },
+    /// Wait for another request to refresh the upstream token.
+    Park(Parked),
 }
 
 impl From<Reply> for Outcome {
@@ -256,9 +272,19 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
             effects: vec![Effect::Dispatch(call)],
             next: Next::Stop,
         },
-        Outcome::Forward(effects) => Step {
+        Outcome::Park(parked) => Step {
+            stage: Stage::Parked {
+                route,
+                origin,
+                parked,
+            },
+            effects: Vec::new(),
+            next: Next::Stop,
+        },
+        Outcome::Forward { effects, sub } => Step {
             stage: Stage::Forwarded {
                 route,
+                sub,
                 allow_origin: cors::allow_origin(&ctx.config().cors, origin.as_deref()),
             },
             effects,
@@ -323,6 +349,10 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
         },
         Endpoint::Callback => match head.method.as_str() {
             "GET" => signin::callback(ctx, route, head),
+            _ => reply_for(&Failure::MethodNotAllowed { allow: "GET" }, route, scopes).into(),
+        },
+        Endpoint::UpstreamCallback => match head.method.as_str() {
+            "GET" => upstream::callback(ctx, head),
             _ => reply_for(&Failure::MethodNotAllowed { allow: "GET" }, route, scopes).into(),
         },
         Endpoint::Consent if head.method == "GET" => signin::consent_page(ctx, route, head),
@@ -432,22 +462,62 @@ pub fn on_call_response(ctx: &mut Ctx<'_>, stage: &Stage, answer: &CallResponse)
     finish(ctx, *route, origin.clone(), outcome)
 }
 
-/// The upstream response's headers have arrived. `has_allow_origin`: the MCP
-/// server already set `Access-Control-Allow-Origin`.
-pub fn on_response_headers(stage: &Stage, has_allow_origin: bool) -> Vec<Effect> {
-    match stage {
-        Stage::Forwarded {
-            allow_origin: Some(origin),
-            ..
-        } if !has_allow_origin => vec![
-            Effect::SetResponseHeader("access-control-allow-origin", origin.clone()),
-            Effect::SetResponseHeader(
-                "access-control-expose-headers",
-                cors::EXPOSE_HEADERS.to_string(),
-            ),
-        ],
-        _ => Vec::new(),
+/// A parked request's turn to look again (another request's refresh may
+/// have finished). `None`: keep waiting.
+pub fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
+    let Stage::Parked {
+        route,
+        origin,
+        parked,
+    } = stage
+    else {
+        return None;
+    };
+    let route_cfg = ctx.filter.config.routes.get(*route)?;
+    match upstream::inject(ctx, route_cfg, &parked.sub, parked.deadline, false) {
+        Outcome::Park(_) => None,
+        outcome => Some(finish(ctx, *route, origin.clone(), outcome)),
     }
+}
+
+/// The MCP server's response headers have arrived. `status` and
+/// `www_authenticate` are the server's; `has_allow_origin`: the server
+/// already set `Access-Control-Allow-Origin`.
+pub fn on_response_headers(
+    ctx: &mut Ctx<'_>,
+    stage: &Stage,
+    status: u32,
+    www_authenticate: Option<&str>,
+    has_allow_origin: bool,
+) -> Vec<Effect> {
+    let Stage::Forwarded {
+        route,
+        sub,
+        allow_origin,
+    } = stage
+    else {
+        return Vec::new();
+    };
+    let mut effects = Vec::new();
+    if let (Some(sub), Some(route_cfg)) = (sub, ctx.filter.config.routes.get(*route)) {
+        // The server refused the upstream token: revoked at the provider, or too few scopes.
+        let insufficient_scope =
+            status == 403 && www_authenticate.is_some_and(|w| w.contains("insufficient_scope"));
+        if status == 401 || insufficient_scope {
+            effects.extend(upstream::refused_by_server(ctx, route_cfg, sub));
+        }
+    }
+    if let Some(origin) = allow_origin.as_ref().filter(|_| !has_allow_origin) {
+        effects.push(Effect::SetResponseHeader(
+            "access-control-allow-origin",
+            origin.clone(),
+        ));
+        effects.push(Effect::SetResponseHeader(
+            "access-control-expose-headers",
+            cors::EXPOSE_HEADERS.to_string(),
+        ));
+    }
+    effects
 }
 
 /// The route serving `resource` on the origin of `route` (RFC 8707), if any.

@@ -1,21 +1,27 @@
 //! Requests to the MCP server: a valid access token of this route, for a
 //! grant that still stands, or the RFC 9728 challenge.
 
-use super::{Ctx, Effect, Outcome, RequestHead};
+use super::{Ctx, Effect, Outcome, RequestHead, upstream};
 use crate::config::Route;
 use crate::oauth::access_token;
 use crate::oauth::clients::store_error;
 use crate::oauth::records::{Grant, ns};
 use crate::reply::{Failure, reply_for};
+use crate::upstream::WAIT_SECONDS;
 
 pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Outcome {
     let scopes = &ctx.config().authorization_server.scopes_supported;
     match check(ctx, route, head) {
-        Ok(()) => Outcome::Forward(vec![
+        Ok(grant) if route.upstream.is_some() => {
+            let deadline = ctx.now + WAIT_SECONDS;
+            upstream::inject(ctx, route, &grant.user.sub, deadline, true)
+        }
+        Ok(_) => Outcome::Forward {
             // No token passthrough (MCP authorization, Security Considerations):
             // the client's credential never reaches the MCP server.
-            Effect::RemoveRequestHeader("authorization"),
-        ]),
+            effects: vec![Effect::RemoveRequestHeader("authorization")],
+            sub: None,
+        },
         Err(Check::Failure(failure)) => reply_for(&failure, route, scopes).into(),
         Err(Check::Store(e)) => store_error(e).to_reply().into(),
     }
@@ -26,7 +32,7 @@ enum Check {
     Store(crate::store::StoreError),
 }
 
-fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<(), Check> {
+fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<Grant, Check> {
     let token = bearer_token(head).map_err(Check::Failure)?;
     let config = ctx.config();
     let claims = access_token::verify(
@@ -42,7 +48,7 @@ fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<(), Che
         .get::<Grant>(ns::GRANT, &claims.gid)
         .map_err(Check::Store)?;
     match grant {
-        Some(g) if !g.value.revoked && g.value.route == route.name => Ok(()),
+        Some(g) if !g.value.revoked && g.value.route == route.name => Ok(g.value),
         _ => Err(Check::Failure(Failure::InvalidToken(
             "the token's grant has been revoked",
         ))),

@@ -5,7 +5,7 @@
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Map, Value};
 
-use super::{Ctx, Outcome, RequestHead, route_for_resource};
+use super::{Ctx, Outcome, RequestHead, route_for_resource, upstream};
 use crate::config::Route;
 use crate::crypto;
 use crate::maintenance::IDP_CACHE_SECONDS;
@@ -52,6 +52,18 @@ pub enum Wait {
         login: Login,
         claims: Map<String, Value>,
     },
+    /// The upstream provider's answer to the code exchange.
+    UpstreamCode {
+        login: crate::upstream::UpstreamLogin,
+        code: String,
+        credentials: crate::upstream::client::CredentialsIn,
+    },
+    /// The upstream provider's answer to a refresh (this request holds the lock).
+    UpstreamRefresh {
+        sub: String,
+        credentials: crate::upstream::client::CredentialsIn,
+        deadline: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +105,7 @@ fn call_out(call: OutboundCall, wait: Wait) -> Outcome {
     Outcome::Call(call, Box::new(wait))
 }
 
-fn redirect(location: &str) -> Reply {
+pub(super) fn redirect(location: &str) -> Reply {
     Reply::new(302)
         .header("location", location)
         .header("cache-control", "no-store")
@@ -101,7 +113,7 @@ fn redirect(location: &str) -> Reply {
 
 /// An error sent back to the client's (validated) redirect URI, RFC 6749
 /// 4.1.2.1, with RFC 9207 `iss`.
-fn redirect_error(
+pub(super) fn redirect_error(
     redirect_uri: &str,
     error: &OAuthError,
     state: Option<&str>,
@@ -118,7 +130,7 @@ fn redirect_error(
     redirect(&form::with_query(redirect_uri, &params))
 }
 
-fn bad_request_page(message: &str) -> Outcome {
+pub(super) fn bad_request_page(message: &str) -> Outcome {
     pages::error(400, "Authorization request refused", message).into()
 }
 
@@ -465,6 +477,16 @@ pub(super) fn resume(
     answer: &CallResponse,
 ) -> Outcome {
     match wait {
+        Wait::UpstreamCode {
+            login,
+            code,
+            credentials,
+        } => upstream::code_answer(ctx, login, code, credentials, answer),
+        Wait::UpstreamRefresh {
+            sub,
+            credentials,
+            deadline,
+        } => upstream::refresh_answer(ctx, route, sub, credentials, deadline, answer),
         Wait::ClientDocument { request, cookies } => {
             let client_id = request.client_id.clone().unwrap_or_default();
             if !answer.is_success() {
@@ -758,7 +780,7 @@ fn after_sign_in(
         if let Some(found) = found {
             let _ = ctx.vault().remove(ns::PENDING, pending_id, found.cas);
         }
-        return issue_code(ctx, route, pending, user);
+        return upstream::grant_access(ctx, route, pending, user);
     }
     redirect(&form::with_query(
         &format!("{}{}", route.origin, endpoints::CONSENT),
@@ -767,7 +789,7 @@ fn after_sign_in(
 }
 
 /// The code goes back to the client (RFC 6749 4.1.2, RFC 9207 `iss`).
-fn issue_code(
+pub(super) fn issue_code(
     ctx: &mut Ctx<'_>,
     route: &Route,
     pending: &PendingAuthorization,
@@ -946,5 +968,5 @@ pub(super) fn consent_decision(
     let _ = ctx
         .vault()
         .put(ns::CONSENT, &key, &consent, CONSENT_TTL_SECONDS, 0);
-    issue_code(ctx, target, &pending, &session.user).into()
+    upstream::grant_access(ctx, target, &pending, &session.user).into()
 }

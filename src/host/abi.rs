@@ -47,6 +47,8 @@ unsafe extern "C" {
     fn host_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     #[link_name = "proxy_set_tick_period_milliseconds"]
     fn host_set_tick_period_milliseconds(period: u32) -> u32;
+    #[link_name = "proxy_set_effective_context"]
+    fn host_set_effective_context(context_id: u32) -> u32;
     #[link_name = "proxy_continue_stream"]
     fn host_continue_stream(stream_type: u32) -> u32;
     #[link_name = "proxy_send_local_response"]
@@ -182,4 +184,11 @@ pub fn set_tick_period_ms(period_ms: u64) -> bool {
     let period = u32::try_from(period_ms).unwrap_or(u32::MAX);
     // SAFETY: no pointers.
     unsafe { host_set_tick_period_milliseconds(period) == STATUS_OK }
+}
+
+/// Makes `context_id` the target of the following host calls (to act on a
+/// parked request from another context's callback).
+pub fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: no pointers.
+    unsafe { host_set_effective_context(context_id) == STATUS_OK }
 }

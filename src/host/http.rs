@@ -8,12 +8,15 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::random::HostRandom;
 use super::shared_data::SharedData;
+use super::waiters::{self, Waiters};
 use super::{abi, calls};
 use crate::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
 use crate::outbound::CallResponse;
 
 pub struct Request {
+    context_id: u32,
     filter: Option<Rc<Filter>>,
+    waiters: Waiters,
     stage: Stage,
 }
 
@@ -21,9 +24,11 @@ pub struct Request {
 type StepFn<'s> = dyn FnOnce(&mut Ctx<'_>, &Stage) -> Step + 's;
 
 impl Request {
-    pub fn new(filter: Option<Rc<Filter>>) -> Self {
+    pub fn new(context_id: u32, filter: Option<Rc<Filter>>, waiters: Waiters) -> Self {
         Request {
+            context_id,
             filter,
+            waiters,
             stage: Stage::Start,
         }
     }
@@ -39,25 +44,38 @@ impl Request {
             random: &mut random,
             kv: &mut kv,
         };
+        let was_refreshing = matches!(&self.stage, Stage::Waiting { wait, .. } if matches!(**wait, flow::Wait::UpstreamRefresh { .. }));
         let mut step = run(&mut ctx, &self.stage);
-        loop {
+        let next = loop {
             if !HostRandom::healthy() {
                 self.fail_closed("host randomness failed");
-                return Next::Stop;
+                break Next::Stop;
             }
             self.stage = step.stage;
             match self.apply(step.effects) {
-                Applied::Done => return step.next,
+                Applied::Done => break step.next,
                 Applied::Failed => {
                     self.fail_closed("could not carry out the request decision");
-                    return Next::Stop;
+                    break Next::Stop;
                 }
                 // The host refused the call outright: the core hears of it as a failed call.
                 Applied::CallRefused => {
                     step = flow::on_call_response(&mut ctx, &self.stage, &CallResponse::failed());
                 }
             }
+        };
+        if let Stage::Parked { .. } = self.stage {
+            self.waiters
+                .borrow_mut()
+                .park(self.context_id, self.stage.clone());
+            // Look often while anything waits.
+            let _ = abi::set_tick_period_ms(waiters::FAST_TICK_MS);
         }
+        if was_refreshing && !matches!(self.stage, Stage::Waiting { .. }) {
+            // This request's refresh ended: the VM's own waiters need not wait for a tick.
+            waiters::wake(filter, &self.waiters, self.context_id);
+        }
+        next
     }
 
     /// Carries out effects in order. If a header can't be changed, the
@@ -110,6 +128,13 @@ impl Request {
             body,
         );
     }
+
+    /// Picks up the stage another context gave this one when it woke it.
+    fn sync_woken(&mut self) {
+        if let Some(stage) = self.waiters.borrow_mut().take_woken(self.context_id) {
+            self.stage = stage;
+        }
+    }
 }
 
 enum Applied {
@@ -155,6 +180,11 @@ impl Context for Request {
             log::error!("could not resume a request after a call");
         }
     }
+
+    fn on_done(&mut self) -> bool {
+        self.waiters.borrow_mut().forget(self.context_id);
+        true
+    }
 }
 
 impl HttpContext for Request {
@@ -175,6 +205,7 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.sync_woken();
         let Stage::ReadingBody { .. } = self.stage else {
             return Action::Continue;
         };
@@ -205,16 +236,43 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.sync_woken();
         match &self.stage {
             Stage::Forwarded { .. } => {}
             // The filter is still answering itself: hold whatever the upstream sent.
-            Stage::ReadingBody { .. } | Stage::Waiting { .. } => return Action::Pause,
+            Stage::ReadingBody { .. } | Stage::Waiting { .. } | Stage::Parked { .. } => {
+                return Action::Pause;
+            }
             _ => return Action::Continue,
         }
-        let has_allow_origin = abi::headers(MapType::HttpResponseHeaders)
-            .map(|h| h.iter().any(|(n, _)| n == "access-control-allow-origin"))
-            .unwrap_or(false);
-        let effects = flow::on_response_headers(&self.stage, has_allow_origin);
+        let Some(filter) = self.filter.clone() else {
+            return Action::Continue;
+        };
+        let headers = abi::headers(MapType::HttpResponseHeaders).unwrap_or_default();
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        let status = value(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let www_authenticate = value("www-authenticate");
+        let has_allow_origin = value("access-control-allow-origin").is_some();
+        let (mut kv, mut random) = (SharedData, HostRandom);
+        let mut ctx = Ctx {
+            filter: &filter,
+            now: abi::now_seconds(),
+            random: &mut random,
+            kv: &mut kv,
+        };
+        let effects = flow::on_response_headers(
+            &mut ctx,
+            &self.stage,
+            status,
+            www_authenticate.as_deref(),
+            has_allow_origin,
+        );
         // Response header changes are best effort: a refusal must not break the response.
         for effect in effects {
             if let Effect::SetResponseHeader(name, value) = effect {

@@ -17,12 +17,14 @@ mod random;
 mod root;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod shared_data;
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod waiters;
 
 // The module's entry point: Envoy calls `_initialize` once per VM.
 #[cfg(all(target_arch = "wasm32", not(test)))]
 proxy_wasm::main! {{
     logger::install();
-    proxy_wasm::set_root_context(|_context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::Root::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::new(context_id))
     });
 }}

@@ -9,6 +9,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 
 use super::random::HostRandom;
 use super::shared_data::SharedData;
+use super::waiters::{self, Waiters};
 use super::{abi, calls, http::Request, logger};
 use crate::config::Config;
 use crate::flow::{Ctx, Filter};
@@ -23,9 +24,22 @@ pub struct Root {
     filter: Option<Rc<Filter>>,
     /// Maintenance calls in flight, by call token.
     calls: HashMap<u32, Purpose>,
+    /// Requests of this VM waiting for an upstream token refresh.
+    waiters: Waiters,
+    /// When maintenance last ran (the tick runs faster while requests wait).
+    last_maintenance: u64,
+    /// This root context's id, to make it effective again after waking requests.
+    context_id: u32,
 }
 
 impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Root {
+            context_id,
+            ..Root::default()
+        }
+    }
+
     /// Runs a maintenance step with the host's clock, randomness and store.
     fn with_ctx<T>(&self, run: impl FnOnce(&mut Ctx<'_>) -> T) -> Option<T> {
         let filter = self.filter.as_ref()?;
@@ -120,16 +134,28 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if !self.calls.is_empty() {
+        if let Some(filter) = self.filter.clone() {
+            waiters::wake(&filter, &self.waiters, self.context_id);
+        }
+        if !self.waiters.borrow().is_waiting() {
+            let _ = abi::set_tick_period_ms(maintenance::TICK_SECONDS * 1000);
+        }
+        let now = abi::now_seconds();
+        if !self.calls.is_empty() || now < self.last_maintenance + maintenance::TICK_SECONDS {
             return;
         }
+        self.last_maintenance = now;
         for (purpose, call) in self.with_ctx(maintenance::tick).unwrap_or_default() {
             self.start(purpose, &call);
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request::new(self.filter.clone())))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request::new(
+            context_id,
+            self.filter.clone(),
+            self.waiters.clone(),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -33,7 +33,10 @@ pub struct IssuedToken {
 pub enum TokenCallError {
     /// The provider refused the grant (RFC 6749 5.2 `invalid_grant` and the
     /// like): the user must consent again.
-    Refused { error: String, description: Option<String> },
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
     /// The provider refused the client's credentials (`401`, `invalid_client`).
     ClientAuthentication(String),
     /// No usable answer: down, timing out, `5xx`, or garbage. Try later.
@@ -50,15 +53,24 @@ impl std::fmt::Display for TokenCallError {
                 }
                 f.write_str(")")
             }
-            TokenCallError::ClientAuthentication(why) => write!(f, "the provider refused the client credentials ({why})"),
-            TokenCallError::Unavailable(why) => write!(f, "the provider's token endpoint is unavailable ({why})"),
+            TokenCallError::ClientAuthentication(why) => {
+                write!(f, "the provider refused the client credentials ({why})")
+            }
+            TokenCallError::Unavailable(why) => {
+                write!(f, "the provider's token endpoint is unavailable ({why})")
+            }
         }
     }
 }
 
 /// Parameters of the authorization request that the filter sets itself and
 /// `authorization_url_params` can't replace.
-pub fn authorization_url(up: &UpstreamOAuth2, redirect_uri: &str, state: &str, code_challenge: &str) -> String {
+pub fn authorization_url(
+    up: &UpstreamOAuth2,
+    redirect_uri: &str,
+    state: &str,
+    code_challenge: &str,
+) -> String {
     let scope = up.scopes.join(" ");
     let mut params: Vec<(&str, &str)> = vec![
         ("response_type", "code"),
@@ -77,7 +89,11 @@ pub fn authorization_url(up: &UpstreamOAuth2, redirect_uri: &str, state: &str, c
     form::with_query(&up.auth_url, &params)
 }
 
-fn token_call(up: &UpstreamOAuth2, mut params: Vec<(&str, &str)>, credentials: CredentialsIn) -> OutboundCall {
+fn token_call<'a>(
+    up: &'a UpstreamOAuth2,
+    mut params: Vec<(&'a str, &'a str)>,
+    credentials: CredentialsIn,
+) -> OutboundCall {
     let secret = up.client_secret.expose_str();
     let mut call = OutboundCall {
         cluster: up.token.cluster.clone(),
@@ -85,7 +101,15 @@ fn token_call(up: &UpstreamOAuth2, mut params: Vec<(&str, &str)>, credentials: C
             (":method".into(), "POST".into()),
             (":path".into(), up.token.path.clone()),
             (":authority".into(), up.token.authority.clone()),
-            (":scheme".into(), if up.token.url.starts_with("https:") { "https" } else { "http" }.into()),
+            (
+                ":scheme".into(),
+                if up.token.url.starts_with("https:") {
+                    "https"
+                } else {
+                    "http"
+                }
+                .into(),
+            ),
             // GitHub answers form-encoded unless asked for JSON.
             ("accept".into(), "application/json".into()),
         ],
@@ -94,7 +118,8 @@ fn token_call(up: &UpstreamOAuth2, mut params: Vec<(&str, &str)>, credentials: C
     };
     match credentials {
         CredentialsIn::Header => {
-            call.headers.push(("authorization".into(), basic_auth(&up.client_id, secret)));
+            call.headers
+                .push(("authorization".into(), basic_auth(&up.client_id, secret)));
         }
         CredentialsIn::Body => {
             params.push(("client_id", &up.client_id));
@@ -104,33 +129,63 @@ fn token_call(up: &UpstreamOAuth2, mut params: Vec<(&str, &str)>, credentials: C
     call.form(form::encode(&params))
 }
 
-pub fn code_call(up: &UpstreamOAuth2, code: &str, redirect_uri: &str, verifier: &str, credentials: CredentialsIn) -> OutboundCall {
+pub fn code_call(
+    up: &UpstreamOAuth2,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+    credentials: CredentialsIn,
+) -> OutboundCall {
     token_call(
         up,
-        vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri), ("code_verifier", verifier)],
+        vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier),
+        ],
         credentials,
     )
 }
 
-pub fn refresh_call(up: &UpstreamOAuth2, refresh_token: &str, credentials: CredentialsIn) -> OutboundCall {
-    token_call(up, vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)], credentials)
+pub fn refresh_call(
+    up: &UpstreamOAuth2,
+    refresh_token: &str,
+    credentials: CredentialsIn,
+) -> OutboundCall {
+    token_call(
+        up,
+        vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+        credentials,
+    )
 }
 
 /// Reads a token answer: JSON, or GitHub's form encoding; errors as RFC 6749
 /// 5.2 JSON or GitHub's `200` with `error=...`.
 pub fn parse_answer(answer: &CallResponse) -> Result<IssuedToken, TokenCallError> {
     if answer.status == 0 {
-        return Err(TokenCallError::Unavailable("no answer (timeout or connection failure)".into()));
+        return Err(TokenCallError::Unavailable(
+            "no answer (timeout or connection failure)".into(),
+        ));
     }
     if answer.status >= 500 {
-        return Err(TokenCallError::Unavailable(format!("HTTP {}", answer.status)));
+        return Err(TokenCallError::Unavailable(format!(
+            "HTTP {}",
+            answer.status
+        )));
     }
     let fields = read_fields(answer);
     let text = |k: &str| fields.get(k).and_then(value_text);
     if let Some(error) = text("error") {
         let description = text("error_description");
         // GitHub: incorrect_client_credentials; RFC 6749: invalid_client.
-        if error == "invalid_client" || error == "incorrect_client_credentials" || error == "unauthorized_client" && answer.status == 401 {
+        if error == "invalid_client"
+            || error == "incorrect_client_credentials"
+            || error == "unauthorized_client" && answer.status == 401
+        {
             return Err(TokenCallError::ClientAuthentication(error));
         }
         return Err(TokenCallError::Refused { error, description });
@@ -139,16 +194,19 @@ pub fn parse_answer(answer: &CallResponse) -> Result<IssuedToken, TokenCallError
         return Err(TokenCallError::ClientAuthentication("HTTP 401".into()));
     }
     if !answer.is_success() {
-        return Err(TokenCallError::Refused { error: format!("HTTP {}", answer.status), description: None });
+        return Err(TokenCallError::Refused {
+            error: format!("HTTP {}", answer.status),
+            description: None,
+        });
     }
     let access_token = text("access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| TokenCallError::Unavailable("the answer has no access_token".into()))?;
     // RFC 6749 7.1: the type is case-insensitive; GitHub says "bearer".
-    if let Some(kind) = text("token_type") {
-        if !kind.eq_ignore_ascii_case("bearer") {
-            return Err(TokenCallError::Unavailable(format!("token_type {kind:?} is not bearer")));
-        }
+    if let Some(kind) = text("token_type").filter(|k| !k.eq_ignore_ascii_case("bearer")) {
+        return Err(TokenCallError::Unavailable(format!(
+            "token_type {kind:?} is not bearer"
+        )));
     }
     let expires_in = match fields.get("expires_in") {
         Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().map(|f| f.max(0.0) as u64)),
@@ -174,7 +232,10 @@ fn value_text(v: &Value) -> Option<String> {
 }
 
 fn read_fields(answer: &CallResponse) -> Map<String, Value> {
-    let content_type = answer.header("content-type").unwrap_or_default().to_ascii_lowercase();
+    let content_type = answer
+        .header("content-type")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let as_json = || serde_json::from_slice::<Map<String, Value>>(&answer.body).ok();
     let as_form = || -> Map<String, Value> {
         url::form_urlencoded::parse(&answer.body)
@@ -184,7 +245,13 @@ fn read_fields(answer: &CallResponse) -> Map<String, Value> {
     if content_type.contains("x-www-form-urlencoded") {
         as_form()
     } else {
-        as_json().unwrap_or_else(|| if content_type.contains("json") { Map::new() } else { as_form() })
+        as_json().unwrap_or_else(|| {
+            if content_type.contains("json") {
+                Map::new()
+            } else {
+                as_form()
+            }
+        })
     }
 }
 
@@ -194,7 +261,10 @@ mod tests {
 
     fn answer(status: u32, content_type: &str, body: &str) -> CallResponse {
         CallResponse::from_parts(
-            vec![(":status".into(), status.to_string()), ("content-type".into(), content_type.into())],
+            vec![
+                (":status".into(), status.to_string()),
+                ("content-type".into(), content_type.into()),
+            ],
             body.as_bytes().to_vec(),
         )
     }
@@ -202,9 +272,22 @@ mod tests {
     #[test]
     fn json_answers() {
         let t = parse_answer(&answer(200, "application/json", r#"{"access_token":"a","token_type":"Bearer","expires_in":3599,"refresh_token":"r","scope":"x y"}"#)).unwrap();
-        assert_eq!(t, IssuedToken { access_token: "a".into(), refresh_token: Some("r".into()), expires_in: Some(3599), scope: Some("x y".into()) });
+        assert_eq!(
+            t,
+            IssuedToken {
+                access_token: "a".into(),
+                refresh_token: Some("r".into()),
+                expires_in: Some(3599),
+                scope: Some("x y".into())
+            }
+        );
         // Google on refresh: no new refresh token.
-        let t = parse_answer(&answer(200, "application/json", r#"{"access_token":"b","token_type":"Bearer","expires_in":"60"}"#)).unwrap();
+        let t = parse_answer(&answer(
+            200,
+            "application/json",
+            r#"{"access_token":"b","token_type":"Bearer","expires_in":"60"}"#,
+        ))
+        .unwrap();
         assert_eq!((t.refresh_token, t.expires_in), (None, Some(60)));
     }
 
@@ -214,24 +297,67 @@ mod tests {
         assert_eq!(t.scope.as_deref(), Some("repo read:user"));
         assert_eq!(t.expires_in, Some(28800));
         // Classic OAuth App token: never expires, no refresh token.
-        let t = parse_answer(&answer(200, "application/json", r#"{"access_token":"gho_1","token_type":"bearer","scope":""}"#)).unwrap();
+        let t = parse_answer(&answer(
+            200,
+            "application/json",
+            r#"{"access_token":"gho_1","token_type":"bearer","scope":""}"#,
+        ))
+        .unwrap();
         assert_eq!((t.expires_in, t.refresh_token), (None, None));
         // Errors come as HTTP 200.
         let e = parse_answer(&answer(200, "application/x-www-form-urlencoded", "error=bad_refresh_token&error_description=The+refresh+token+passed+is+incorrect+or+expired.")).unwrap_err();
-        assert!(matches!(e, TokenCallError::Refused { ref error, .. } if error == "bad_refresh_token"));
-        let e = parse_answer(&answer(200, "application/json", r#"{"error":"incorrect_client_credentials"}"#)).unwrap_err();
+        assert!(
+            matches!(e, TokenCallError::Refused { ref error, .. } if error == "bad_refresh_token")
+        );
+        let e = parse_answer(&answer(
+            200,
+            "application/json",
+            r#"{"error":"incorrect_client_credentials"}"#,
+        ))
+        .unwrap_err();
         assert!(matches!(e, TokenCallError::ClientAuthentication(_)));
     }
 
     #[test]
     fn standard_errors_and_outages() {
-        let e = parse_answer(&answer(400, "application/json", r#"{"error":"invalid_grant","error_description":"grant revoked"}"#)).unwrap_err();
+        let e = parse_answer(&answer(
+            400,
+            "application/json",
+            r#"{"error":"invalid_grant","error_description":"grant revoked"}"#,
+        ))
+        .unwrap_err();
         assert!(matches!(e, TokenCallError::Refused { ref error, .. } if error == "invalid_grant"));
-        assert!(matches!(parse_answer(&answer(401, "application/json", r#"{"error":"invalid_client"}"#)), Err(TokenCallError::ClientAuthentication(_))));
-        assert!(matches!(parse_answer(&answer(401, "text/plain", "nope")), Err(TokenCallError::ClientAuthentication(_))));
-        assert!(matches!(parse_answer(&answer(503, "text/plain", "down")), Err(TokenCallError::Unavailable(_))));
-        assert!(matches!(parse_answer(&CallResponse::failed()), Err(TokenCallError::Unavailable(_))));
-        assert!(matches!(parse_answer(&answer(200, "application/json", r#"{"access_token":"a","token_type":"mac"}"#)), Err(TokenCallError::Unavailable(_))));
-        assert!(matches!(parse_answer(&answer(200, "text/html", "<html>")), Err(TokenCallError::Unavailable(_))));
+        assert!(matches!(
+            parse_answer(&answer(
+                401,
+                "application/json",
+                r#"{"error":"invalid_client"}"#
+            )),
+            Err(TokenCallError::ClientAuthentication(_))
+        ));
+        assert!(matches!(
+            parse_answer(&answer(401, "text/plain", "nope")),
+            Err(TokenCallError::ClientAuthentication(_))
+        ));
+        assert!(matches!(
+            parse_answer(&answer(503, "text/plain", "down")),
+            Err(TokenCallError::Unavailable(_))
+        ));
+        assert!(matches!(
+            parse_answer(&CallResponse::failed()),
+            Err(TokenCallError::Unavailable(_))
+        ));
+        assert!(matches!(
+            parse_answer(&answer(
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"mac"}"#
+            )),
+            Err(TokenCallError::Unavailable(_))
+        ));
+        assert!(matches!(
+            parse_answer(&answer(200, "text/html", "<html>")),
+            Err(TokenCallError::Unavailable(_))
+        ));
     }
 }

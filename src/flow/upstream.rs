@@ -1,0 +1,524 @@
+//! The upstream token (TI) in the request's life: upstream consent during
+//! authorization, and on every MCP request the token injected, refreshed
+//! first when it is about to expire (one refresh per user and route across
+//! all workers; the others wait for it), or the challenge that restarts
+//! consent when the provider revoked it.
+
+use super::signin::{bad_request_page, issue_code, redirect, redirect_error};
+use super::{Ctx, Effect, Outcome, RequestHead, Wait};
+use crate::config::Route;
+use crate::crypto;
+use crate::oauth::clients::store_error;
+use crate::oauth::error::OAuthError;
+use crate::oauth::form::Params;
+use crate::oauth::records::{PendingAuthorization, User};
+use crate::reply::{Failure, Reply, reply_for};
+use crate::routing::endpoints;
+use crate::upstream::client::{self, CredentialsIn, TokenCallError};
+use crate::upstream::{
+    FAILURE_BACKOFF_SECONDS, LOCK_SECONDS, Lock, StoredToken, UpstreamLogin, first_attempt, ns,
+    token_key,
+};
+
+/// How long an upstream consent may take.
+const LOGIN_TTL_SECONDS: u64 = 600;
+
+fn callback_uri(route: &Route) -> String {
+    format!("{}{}", route.origin, endpoints::UPSTREAM_CALLBACK)
+}
+
+/// Consent given: if the route needs an upstream token the user lacks, send
+/// the browser to the provider first; otherwise the code goes to the client.
+pub(super) fn grant_access(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    pending: &PendingAuthorization,
+    user: &User,
+) -> Reply {
+    let Some(up) = &route.upstream else {
+        return issue_code(ctx, route, pending, user);
+    };
+    let key = token_key(&user.sub, &route.name);
+    let usable = match ctx.vault().get::<StoredToken>(ns::TOKEN, &key) {
+        Ok(found) => found.is_some_and(|t| {
+            t.value.refresh_token.is_some() || t.value.is_fresh(ctx.now, up.refresh_skew_seconds)
+        }),
+        Err(e) => return store_error(e).to_reply(),
+    };
+    if usable {
+        return issue_code(ctx, route, pending, user);
+    }
+    let state = ctx.token(24);
+    let verifier = ctx.token(32);
+    let login = UpstreamLogin {
+        pending: pending.clone(),
+        user: user.clone(),
+        code_verifier: verifier.clone(),
+    };
+    if let Err(e) = ctx
+        .vault()
+        .put(ns::LOGIN, &state, &login, LOGIN_TTL_SECONDS, 0)
+    {
+        return store_error(e).to_reply();
+    }
+    let url = client::authorization_url(
+        up,
+        &callback_uri(route),
+        &state,
+        &crypto::sha256_b64url(verifier.as_bytes()),
+    );
+    redirect(&url)
+}
+
+/// `GET /.oauth/upstream/callback`: the provider sends the browser back.
+pub(super) fn callback(ctx: &mut Ctx<'_>, head: &RequestHead) -> Outcome {
+    let params = match Params::parse(head.query().as_bytes()) {
+        Ok(p) => p,
+        Err(e) => return bad_request_page(&e.description),
+    };
+    let Some(state) = params.get("state") else {
+        return bad_request_page("The provider's answer has no state.");
+    };
+    let found = match ctx.vault().get::<UpstreamLogin>(ns::LOGIN, state) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return bad_request_page(
+                "This consent at the provider has expired or was already completed. Start again from your application.",
+            );
+        }
+        Err(e) => return store_error(e).into(),
+    };
+    // Single use: a replayed callback finds nothing.
+    if ctx.vault().remove(ns::LOGIN, state, found.cas).is_err() {
+        return bad_request_page("This consent at the provider was already completed.");
+    }
+    let login = found.value;
+    let Some(route) = ctx
+        .config()
+        .routes
+        .iter()
+        .find(|r| r.name == login.pending.route)
+    else {
+        return bad_request_page("The MCP server of this request is gone.");
+    };
+    let back = |e: OAuthError| -> Outcome {
+        redirect_error(
+            &login.pending.redirect_uri,
+            &e,
+            login.pending.state.as_deref(),
+            &route.origin,
+        )
+        .into()
+    };
+    let Some(up) = &route.upstream else {
+        return back(OAuthError::server_error(
+            "the route no longer uses an upstream provider",
+        ));
+    };
+    if let Some(error) = params.get("error") {
+        let description = params
+            .get("error_description")
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        return back(OAuthError::access_denied(format!(
+            "the upstream provider refused authorization ({error}{description})"
+        )));
+    }
+    let Some(code) = params.get("code").map(str::to_string) else {
+        return back(OAuthError::server_error(
+            "the upstream provider sent no code",
+        ));
+    };
+    let credentials = first_attempt(up.auth_style, remembered_style(ctx, route));
+    let call = client::code_call(
+        up,
+        &code,
+        &callback_uri(route),
+        &login.code_verifier,
+        credentials,
+    );
+    Outcome::Call(
+        call,
+        Box::new(Wait::UpstreamCode {
+            login,
+            code,
+            credentials,
+        }),
+    )
+}
+
+fn remembered_style(ctx: &mut Ctx<'_>, route: &Route) -> Option<CredentialsIn> {
+    ctx.vault()
+        .get::<CredentialsIn>(ns::STYLE, &route.name)
+        .ok()
+        .flatten()
+        .map(|v| v.value)
+}
+
+fn remember_style(ctx: &mut Ctx<'_>, route: &Route, credentials: CredentialsIn) {
+    if route
+        .upstream
+        .as_ref()
+        .is_some_and(|u| u.auth_style == crate::config::AuthStyle::Auto)
+    {
+        let _ = ctx
+            .vault()
+            .put(ns::STYLE, &route.name, &credentials, 30 * 86_400, 0);
+    }
+}
+
+/// `auth_style: auto`: a refusal of Basic credentials is retried once with
+/// the credentials in the body (RFC 6749 2.3.1 allows both).
+fn retry_in_body(route: &Route, error: &TokenCallError, credentials: CredentialsIn) -> bool {
+    matches!(error, TokenCallError::ClientAuthentication(_))
+        && credentials == CredentialsIn::Header
+        && route
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.auth_style == crate::config::AuthStyle::Auto)
+}
+
+/// The provider answered the code exchange.
+pub(super) fn code_answer(
+    ctx: &mut Ctx<'_>,
+    login: UpstreamLogin,
+    code: String,
+    credentials: CredentialsIn,
+    answer: &crate::outbound::CallResponse,
+) -> Outcome {
+    let Some(route) = ctx
+        .config()
+        .routes
+        .iter()
+        .find(|r| r.name == login.pending.route)
+    else {
+        return bad_request_page("The MCP server of this request is gone.");
+    };
+    let Some(up) = &route.upstream else {
+        return bad_request_page("The route no longer uses an upstream provider.");
+    };
+    let back = |e: OAuthError| -> Outcome {
+        redirect_error(
+            &login.pending.redirect_uri,
+            &e,
+            login.pending.state.as_deref(),
+            &route.origin,
+        )
+        .into()
+    };
+    match client::parse_answer(answer) {
+        Ok(issued) => {
+            remember_style(ctx, route, credentials);
+            let key = token_key(&login.user.sub, &route.name);
+            let now = ctx.now;
+            let token = StoredToken::from_issued(issued, None, now);
+            if let Err(e) = ctx
+                .vault()
+                .put(ns::TOKEN, &key, &token, token.keep_seconds(now), 0)
+            {
+                return back(store_error(e));
+            }
+            log::info!(
+                "upstream token stored: user {} route {}",
+                login.user.sub,
+                route.name
+            );
+            issue_code(ctx, route, &login.pending, &login.user).into()
+        }
+        Err(e) if retry_in_body(route, &e, credentials) => {
+            let call = client::code_call(
+                up,
+                &code,
+                &callback_uri(route),
+                &login.code_verifier,
+                CredentialsIn::Body,
+            );
+            Outcome::Call(
+                call,
+                Box::new(Wait::UpstreamCode {
+                    login,
+                    code,
+                    credentials: CredentialsIn::Body,
+                }),
+            )
+        }
+        Err(e) => {
+            log::warn!(
+                "upstream code exchange failed for route {}: {e}",
+                route.name
+            );
+            back(match e {
+                TokenCallError::Refused { .. } => OAuthError::access_denied(format!(
+                    "the upstream provider refused the authorization: {e}"
+                )),
+                TokenCallError::ClientAuthentication(_) => OAuthError::server_error(format!(
+                    "{e}; the filter's upstream client configuration is wrong"
+                )),
+                TokenCallError::Unavailable(_) => {
+                    OAuthError::temporarily_unavailable(format!("{e}; try again"))
+                }
+            })
+        }
+    }
+}
+
+/// A request that waits for another request's refresh of the same token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub sub: String,
+    pub deadline: u64,
+}
+
+fn challenge(ctx: &Ctx<'_>, route: &Route, why: &'static str) -> Outcome {
+    reply_for(
+        &Failure::InvalidToken(why),
+        route,
+        &ctx.config().authorization_server.scopes_supported,
+    )
+    .into()
+}
+
+fn unavailable(why: &str) -> Outcome {
+    OAuthError::temporarily_unavailable(why)
+        .to_reply()
+        .header("retry-after", FAILURE_BACKOFF_SECONDS.to_string())
+        .into()
+}
+
+fn forward_with(token: &StoredToken, sub: &str) -> Outcome {
+    // The client's credential is replaced by the upstream token (no token passthrough).
+    Outcome::Forward {
+        effects: vec![Effect::SetRequestHeader(
+            "authorization",
+            format!("Bearer {}", token.access_token),
+        )],
+        sub: Some(sub.to_string()),
+    }
+}
+
+/// On an MCP request whose access token is valid: the upstream token to
+/// send, refreshed first if needed. `may_refresh`: false for a request
+/// woken from waiting, which only takes what another request fetched.
+pub(super) fn inject(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    sub: &str,
+    deadline: u64,
+    may_refresh: bool,
+) -> Outcome {
+    let Some(up) = &route.upstream else {
+        return Outcome::Forward {
+            effects: vec![Effect::RemoveRequestHeader("authorization")],
+            sub: None,
+        };
+    };
+    let now = ctx.now;
+    let key = token_key(sub, &route.name);
+    let token = match ctx.vault().get::<StoredToken>(ns::TOKEN, &key) {
+        Ok(Some(t)) => t.value,
+        Ok(None) => {
+            return challenge(
+                ctx,
+                route,
+                "the upstream provider's authorization is missing or was revoked; authorize again",
+            );
+        }
+        Err(e) => return store_error(e).into(),
+    };
+    if token.is_fresh(now, up.refresh_skew_seconds) {
+        return forward_with(&token, sub);
+    }
+    if token.refresh_token.is_none() {
+        let _ = remove(ctx, ns::TOKEN, &key);
+        return challenge(
+            ctx,
+            route,
+            "the upstream token expired and can't be refreshed; authorize again",
+        );
+    }
+    if token
+        .failed_at
+        .is_some_and(|f| now.saturating_sub(f) < FAILURE_BACKOFF_SECONDS)
+    {
+        return unavailable(
+            "the upstream provider's token endpoint did not answer a moment ago; try again shortly",
+        );
+    }
+    let lock = match ctx.vault().get::<Lock>(ns::LOCK, &key) {
+        Ok(l) => l,
+        Err(e) => return store_error(e).into(),
+    };
+    let held = lock.as_ref().is_some_and(|l| l.value.until > now);
+    if held || !may_refresh {
+        if !held {
+            // Woken, but the refresh ended without a fresh token.
+            return unavailable("refreshing the upstream token failed; try again");
+        }
+        if now >= deadline {
+            return unavailable(
+                "timed out waiting for the upstream token to be refreshed; try again",
+            );
+        }
+        return Outcome::Park(Parked {
+            sub: sub.to_string(),
+            deadline,
+        });
+    }
+    let mine = Lock {
+        until: now + LOCK_SECONDS,
+    };
+    let taken = match &lock {
+        // An expired lock: its holder died; take it over.
+        Some(old) => ctx
+            .vault()
+            .put(ns::LOCK, &key, &mine, LOCK_SECONDS, old.cas),
+        None => ctx.vault().insert_new(ns::LOCK, &key, &mine, LOCK_SECONDS),
+    };
+    match taken {
+        Ok(()) => {}
+        Err(crate::store::StoreError::CasMismatch) => {
+            return Outcome::Park(Parked {
+                sub: sub.to_string(),
+                deadline,
+            });
+        }
+        Err(e) => return store_error(e).into(),
+    }
+    let credentials = first_attempt(up.auth_style, remembered_style(ctx, route));
+    let refresh_token = token.refresh_token.unwrap_or_default();
+    let call = client::refresh_call(up, &refresh_token, credentials);
+    Outcome::Call(
+        call,
+        Box::new(Wait::UpstreamRefresh {
+            sub: sub.to_string(),
+            credentials,
+            deadline,
+        }),
+    )
+}
+
+fn remove(ctx: &mut Ctx<'_>, namespace: &str, key: &str) -> Result<(), crate::store::StoreError> {
+    ctx.vault().remove(namespace, key, 0)
+}
+
+/// The provider answered a refresh. The lock is released whatever happened.
+pub(super) fn refresh_answer(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    sub: String,
+    credentials: CredentialsIn,
+    deadline: u64,
+    answer: &crate::outbound::CallResponse,
+) -> Outcome {
+    let Some(up) = &route.upstream else {
+        return OAuthError::server_error("the route no longer uses an upstream provider").into();
+    };
+    let key = token_key(&sub, &route.name);
+    let now = ctx.now;
+    let current = ctx
+        .vault()
+        .get::<StoredToken>(ns::TOKEN, &key)
+        .ok()
+        .flatten();
+    let outcome = match client::parse_answer(answer) {
+        Ok(issued) => {
+            remember_style(ctx, route, credentials);
+            let previous_refresh = current.and_then(|c| c.value.refresh_token);
+            let token = StoredToken::from_issued(issued, previous_refresh, now);
+            // Rotated refresh tokens are single use: the new one must be stored before anyone else refreshes.
+            match ctx
+                .vault()
+                .put(ns::TOKEN, &key, &token, token.keep_seconds(now), 0)
+            {
+                Ok(()) => forward_with(&token, &sub),
+                Err(e) => store_error(e).into(),
+            }
+        }
+        Err(e) if retry_in_body(route, &e, credentials) => {
+            let Some(refresh_token) = current.and_then(|c| c.value.refresh_token) else {
+                return challenge(
+                    ctx,
+                    route,
+                    "the upstream authorization is gone; authorize again",
+                );
+            };
+            let call = client::refresh_call(up, &refresh_token, CredentialsIn::Body);
+            // Still holding the lock.
+            return Outcome::Call(
+                call,
+                Box::new(Wait::UpstreamRefresh {
+                    sub,
+                    credentials: CredentialsIn::Body,
+                    deadline,
+                }),
+            );
+        }
+        Err(e @ TokenCallError::Refused { .. }) => {
+            log::warn!(
+                "upstream refresh refused for route {} ({e}): the user must authorize again",
+                route.name
+            );
+            let _ = remove(ctx, ns::TOKEN, &key);
+            challenge(
+                ctx,
+                route,
+                "the upstream provider revoked its authorization; authorize again",
+            )
+        }
+        Err(e @ TokenCallError::ClientAuthentication(_)) => {
+            log::error!(
+                "upstream refresh for route {}: {e}; check mcp.server.upstream_oauth2 client_id, client_secret and auth_style",
+                route.name
+            );
+            OAuthError::new(
+                "server_error",
+                502,
+                format!("{e}; the gateway's upstream client configuration is wrong"),
+            )
+            .into()
+        }
+        Err(e @ TokenCallError::Unavailable(_)) => {
+            log::warn!("upstream refresh for route {} failed: {e}", route.name);
+            if let Some(mut failed) = current {
+                failed.value.failed_at = Some(now);
+                let keep = failed.value.keep_seconds(now);
+                let _ = ctx
+                    .vault()
+                    .put(ns::TOKEN, &key, &failed.value, keep, failed.cas);
+            }
+            // The stale token is never sent.
+            unavailable(&format!("{e}; try again shortly"))
+        }
+    };
+    let _ = remove(ctx, ns::LOCK, &key);
+    outcome
+}
+
+/// The MCP server refused the upstream token (`401`, or `403` with
+/// `insufficient_scope`): forget it, and answer with the challenge that
+/// sends the client through consent again.
+pub(super) fn refused_by_server(ctx: &mut Ctx<'_>, route: &Route, sub: &str) -> Vec<Effect> {
+    let key = token_key(sub, &route.name);
+    let _ = remove(ctx, ns::TOKEN, &key);
+    log::warn!(
+        "the MCP server of route {} refused the upstream token; the user must authorize again",
+        route.name
+    );
+    let reply = reply_for(
+        &Failure::InvalidToken(
+            "the upstream provider no longer accepts the authorization; authorize again",
+        ),
+        route,
+        &ctx.config().authorization_server.scopes_supported,
+    );
+    vec![
+        Effect::SetResponseHeader(":status", "401".to_string()),
+        Effect::SetResponseHeader(
+            "www-authenticate",
+            reply
+                .header_value("www-authenticate")
+                .unwrap_or_default()
+                .to_string(),
+        ),
+    ]
+}

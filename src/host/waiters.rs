@@ -1,0 +1,121 @@
+//! Requests parked while another request refreshes the upstream token they
+//! need. Each VM keeps its own; a VM learns that a refresh finished (in any
+//! worker) by looking at the store: right away when the refresh ran in the
+//! same VM, else on its root context's tick, which runs every
+//! [`FAST_TICK_MS`] while anything waits.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use proxy_wasm::types::MapType;
+
+use super::abi;
+use super::random::HostRandom;
+use super::shared_data::SharedData;
+use crate::flow::{self, Ctx, Effect, Filter, Next, Stage};
+
+/// Tick period while requests wait.
+pub const FAST_TICK_MS: u64 = 20;
+
+#[derive(Default)]
+pub struct Registry {
+    /// Parked requests by HTTP context id.
+    parked: HashMap<u32, Stage>,
+    /// Requests woken by someone else, with their new stage, for the HTTP
+    /// context to pick up (it needs the stage for its response).
+    woken: HashMap<u32, Stage>,
+}
+
+pub type Waiters = Rc<RefCell<Registry>>;
+
+impl Registry {
+    pub fn park(&mut self, context_id: u32, stage: Stage) {
+        self.parked.insert(context_id, stage);
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
+    /// The stage another context gave this one, if it was woken.
+    pub fn take_woken(&mut self, context_id: u32) -> Option<Stage> {
+        self.woken.remove(&context_id)
+    }
+
+    /// The request is gone (done or reset): forget it.
+    pub fn forget(&mut self, context_id: u32) {
+        self.parked.remove(&context_id);
+        self.woken.remove(&context_id);
+    }
+}
+
+/// Looks at every parked request once; those whose wait is over are
+/// answered or resumed. `current`: the context whose callback is running, to
+/// make effective again afterwards.
+pub fn wake(filter: &Filter, waiters: &Waiters, current: u32) {
+    let parked: Vec<(u32, Stage)> = waiters
+        .borrow()
+        .parked
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    if parked.is_empty() {
+        return;
+    }
+    let (mut kv, mut random) = (SharedData, HostRandom);
+    for (id, stage) in parked {
+        let mut ctx = Ctx {
+            filter,
+            now: abi::now_seconds(),
+            random: &mut random,
+            kv: &mut kv,
+        };
+        let Some(step) = flow::on_wake(&mut ctx, &stage) else {
+            continue;
+        };
+        if !abi::set_effective_context(id) {
+            // The request went away meanwhile.
+            waiters.borrow_mut().forget(id);
+            continue;
+        }
+        let mut ok = HostRandom::healthy();
+        for effect in &step.effects {
+            ok = ok
+                && match effect {
+                    Effect::SendReply(r) => {
+                        let headers: Vec<(&str, &str)> = r
+                            .headers
+                            .iter()
+                            .map(|(n, v)| (n.as_str(), v.as_str()))
+                            .collect();
+                        abi::send_local_response(r.status, &headers, &r.body)
+                    }
+                    Effect::SetRequestHeader(n, v) => {
+                        abi::replace_header(MapType::HttpRequestHeaders, n, v)
+                    }
+                    Effect::RemoveRequestHeader(n) => {
+                        abi::remove_header(MapType::HttpRequestHeaders, n)
+                    }
+                    // A woken request never refreshes or changes a response.
+                    Effect::SetResponseHeader(..) | Effect::Dispatch(_) => false,
+                };
+        }
+        let mut registry = waiters.borrow_mut();
+        registry.parked.remove(&id);
+        if !ok {
+            abi::send_local_response(
+                500,
+                &[("content-type", "application/json"), ("cache-control", "no-store")],
+                br#"{"error":"server_error","error_description":"the authorization filter could not resume this request"}"#,
+            );
+            registry.woken.insert(id, Stage::Answered);
+            continue;
+        }
+        registry.woken.insert(id, step.stage);
+        if step.next == Next::Continue && !abi::resume_request() {
+            log::warn!("could not resume a request woken after an upstream token refresh");
+        }
+    }
+    let _ = abi::set_effective_context(current);
+}
