@@ -1,0 +1,654 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)] // test code
+
+//! The fake host for the flow tests: it keeps Envoy's rules. The store is a
+//! MemoryKv with shared-data CAS semantics, outside calls are answered by
+//! fake providers, and a failed call comes back as a response without headers.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mcp_oauth_filter::config::Config;
+use mcp_oauth_filter::crypto;
+use mcp_oauth_filter::env::TestRandom;
+use mcp_oauth_filter::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
+use mcp_oauth_filter::outbound::{CallResponse, OutboundCall};
+use mcp_oauth_filter::reply::Reply;
+use mcp_oauth_filter::store::MemoryKv;
+use serde_json::{Value, json};
+
+pub const ORIGIN: &str = "http://127.0.0.1:10000";
+pub const IDP: &str = "http://127.0.0.1:9400";
+pub const REDIRECT: &str = "http://127.0.0.1:53111/callback";
+
+pub fn config(extra: Value) -> Filter {
+    let mut c = json!({
+        "identity_provider": {"issuer": IDP, "client_id": "mcp-oauth-filter", "client_secret": "idp-secret", "cluster": "idp"},
+        "keys": {
+            "token_signing": [{"id": "te-1", "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}],
+            "encryption": [{"id": "enc-1", "key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]
+        },
+        "routes": [
+            {"from": ORIGIN, "name": "demo", "mcp": {"server": {"path": "/mcp"}}, "allow_any_authenticated_user": true},
+            {"from": ORIGIN, "name": "other", "mcp": {"server": {"path": "/other"}}, "allow_any_authenticated_user": true},
+            {"from": "http://127.0.0.1:10000", "name": "closed", "mcp": {"server": {"path": "/closed"}}},
+            {"from": ORIGIN, "name": "gh", "allow_any_authenticated_user": true, "mcp": {"server": {"path": "/gh",
+                "upstream_oauth2": {"client_id": "gh-client", "client_secret": "gh-secret", "scopes": ["read:user", "repo"],
+                    "endpoint": {"auth_url": "http://127.0.0.1:9500/login/oauth/authorize",
+                                 "token_url": "http://127.0.0.1:9500/login/oauth/access_token", "cluster": "upstream"},
+                    "authorization_url_params": {"prompt": "consent"}}}}}
+        ],
+        "authorization_server": {"refresh_reuse_grace_seconds": 10}
+    });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            c[k] = v;
+        }
+    }
+    Filter::new(Config::parse(c.to_string().as_bytes()).unwrap())
+}
+
+/// The fake identity provider: what it saw, and how it answers.
+#[derive(Default)]
+pub struct Idp {
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub alg: Option<Algorithm>,
+    pub calls: Vec<OutboundCall>,
+    pub down: bool,
+    pub email_in_id_token: bool,
+}
+
+pub struct World {
+    pub up: Upstream,
+    pub filter: Filter,
+    pub kv: MemoryKv,
+    pub random: TestRandom,
+    pub now: u64,
+    pub idp: Idp,
+    pub cookies: HashMap<String, String>,
+}
+
+/// What the filter did with a request in the end.
+#[derive(Debug)]
+pub enum Done {
+    Reply(Reply),
+    Forward(Vec<Effect>),
+}
+
+impl Done {
+    pub fn reply(self) -> Reply {
+        match self {
+            Done::Reply(r) => r,
+            Done::Forward(e) => panic!("expected a reply, got forwarded with {e:?}"),
+        }
+    }
+    pub fn location(self) -> String {
+        let r = self.reply();
+        assert_eq!(r.status, 302, "{}", String::from_utf8_lossy(&r.body));
+        r.header_value("location").unwrap().to_string()
+    }
+    pub fn json(self) -> (u32, Value) {
+        let r = self.reply();
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
+    }
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+impl World {
+    pub fn new(extra: Value) -> Self {
+        World {
+            filter: config(extra),
+            kv: MemoryKv::new(),
+            random: TestRandom::new(42),
+            now: 1_800_000_000,
+            idp: Idp {
+                alg: Some(Algorithm::RS256),
+                ..Idp::default()
+            },
+            cookies: HashMap::new(),
+            up: Upstream {
+                ttl: 300,
+                ..Upstream::default()
+            },
+        }
+    }
+
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Done {
+        let mut h: Vec<(String, Vec<u8>)> = vec![
+            (":method".into(), method.into()),
+            (":authority".into(), b"127.0.0.1:10000".to_vec()),
+            (":path".into(), path.into()),
+        ];
+        h.extend(
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())),
+        );
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            h.push(("cookie".into(), jar.join("; ").into_bytes()));
+        }
+        let head = RequestHead::from_pairs(h);
+        let filter = &self.filter;
+        let mut ctx = Ctx {
+            filter,
+            now: self.now,
+            random: &mut self.random,
+            kv: &mut self.kv,
+        };
+        let mut step: Step = flow::on_request_headers(&mut ctx, &head);
+        loop {
+            if let Stage::ReadingBody { .. } = step.stage {
+                assert_eq!(step.next, Next::Continue);
+                step = flow::on_request_body(&mut ctx, &step.stage, body.unwrap_or_default());
+                continue;
+            }
+            let dispatch = step.effects.iter().find_map(|e| match e {
+                Effect::Dispatch(c) => Some(c.clone()),
+                _ => None,
+            });
+            if let Some(call) = dispatch {
+                assert_eq!(step.next, Next::Stop);
+                let answer = if call.cluster == "upstream" {
+                    self.up.answer(&call, self.now)
+                } else {
+                    self.idp.answer(&call, self.now)
+                };
+                step = flow::on_call_response(&mut ctx, &step.stage, &answer);
+                continue;
+            }
+            break;
+        }
+        for e in &step.effects {
+            if let Effect::SendReply(r) = e {
+                for (n, v) in &r.headers {
+                    if n == "set-cookie" {
+                        let (kv, _) = v.split_once(';').unwrap();
+                        let (k, v) = kv.split_once('=').unwrap();
+                        self.cookies.insert(k.into(), v.into());
+                    }
+                }
+                return Done::Reply(r.clone());
+            }
+        }
+        assert!(
+            matches!(step.stage, Stage::Forwarded { .. }),
+            "{:?}",
+            step.stage
+        );
+        Done::Forward(step.effects)
+    }
+
+    pub fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> Done {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.send(
+            "POST",
+            path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(body.as_bytes()),
+        )
+    }
+
+    pub fn register(&mut self, metadata: Value) -> (u32, Value) {
+        self.send(
+            "POST",
+            "/.oauth/register",
+            &[("content-type", "application/json")],
+            Some(metadata.to_string().as_bytes()),
+        )
+        .json()
+    }
+
+    pub fn public_client(&mut self) -> String {
+        let (status, body) = self.register(json!({
+            "redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"], "client_name": "Test client"
+        }));
+        assert_eq!(status, 201, "{body}");
+        body["client_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn authorize_url(client_id: &str, challenge: &str, resource: &str) -> String {
+        mcp_oauth_filter::oauth::form::with_query(
+            "/.oauth/authorize",
+            &[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", REDIRECT),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+                ("state", "st-1"),
+                ("resource", resource),
+                ("scope", "mcp"),
+            ],
+        )
+    }
+
+    /// Runs authorize → IdP sign-in → consent; returns the client's redirect.
+    pub fn authorize(&mut self, client_id: &str, verifier: &str, resource: &str) -> String {
+        let challenge = crypto::sha256_b64url(verifier.as_bytes());
+        let mut location = self
+            .send(
+                "GET",
+                &Self::authorize_url(client_id, &challenge, resource),
+                &[],
+                None,
+            )
+            .location();
+        if location.starts_with(IDP) {
+            // The person signs in at the identity provider, which sends them back.
+            self.idp.nonce = query_param(&location, "nonce");
+            self.idp.code_challenge = query_param(&location, "code_challenge");
+            assert_eq!(
+                query_param(&location, "code_challenge_method").as_deref(),
+                Some("S256")
+            );
+            assert_eq!(
+                query_param(&location, "redirect_uri").as_deref(),
+                Some("http://127.0.0.1:10000/.oauth/callback")
+            );
+            let state = query_param(&location, "state").unwrap();
+            let back = mcp_oauth_filter::oauth::form::with_query(
+                "/.oauth/callback",
+                &[("code", "idp-code"), ("state", &state)],
+            );
+            location = self.send("GET", &back, &[], None).location();
+        }
+        if location.starts_with(&format!("{ORIGIN}/.oauth/consent")) {
+            let path = location.strip_prefix(ORIGIN).unwrap().to_string();
+            let page = self.send("GET", &path, &[], None).reply();
+            assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+            let html = String::from_utf8(page.body).unwrap();
+            let request = between(&html, "name=\"request\" value=\"", "\"");
+            let csrf = between(&html, "name=\"csrf\" value=\"", "\"");
+            location = self
+                .post_form(
+                    "/.oauth/consent",
+                    &[
+                        ("request", &request),
+                        ("csrf", &csrf),
+                        ("decision", "approve"),
+                    ],
+                )
+                .location();
+        }
+        if location.starts_with("http://127.0.0.1:9500/login/oauth/authorize") {
+            // The provider's consent: it sends the browser back with a code.
+            self.up.authorize_params = Some(location.clone());
+            let state = query_param(&location, "state").unwrap();
+            assert_eq!(
+                query_param(&location, "redirect_uri").as_deref(),
+                Some("http://127.0.0.1:10000/.oauth/upstream/callback")
+            );
+            let back = if self.up.user_refuses {
+                mcp_oauth_filter::oauth::form::with_query(
+                    "/.oauth/upstream/callback",
+                    &[("error", "access_denied"), ("state", &state)],
+                )
+            } else {
+                self.up.challenge = query_param(&location, "code_challenge");
+                mcp_oauth_filter::oauth::form::with_query(
+                    "/.oauth/upstream/callback",
+                    &[("code", "up-code"), ("state", &state)],
+                )
+            };
+            location = self.send("GET", &back, &[], None).location();
+        }
+        location
+    }
+
+    /// Signs in, consents (upstream too) and redeems: the tokens for `resource`.
+    pub fn tokens_for(&mut self, resource: &str) -> Value {
+        let client = self.public_client();
+        let verifier = "verifier-verifier-verifier-verifier-verifier-9";
+        let location = self.authorize(&client, verifier, resource);
+        let code =
+            query_param(&location, "code").unwrap_or_else(|| panic!("no code in {location}"));
+        let (status, tokens) = self
+            .post_form(
+                "/.oauth/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("client_id", &client),
+                    ("code_verifier", verifier),
+                ],
+            )
+            .json();
+        assert_eq!(status, 200, "{tokens}");
+        tokens
+    }
+
+    /// Starts an MCP request without answering its calls: for concurrency tests.
+    pub fn start_mcp(&mut self, path: &str, token: &str) -> Step {
+        let auth = format!("Bearer {token}");
+        let head = RequestHead::from_pairs(vec![
+            (":method".into(), b"POST".to_vec()),
+            (":authority".into(), b"127.0.0.1:10000".to_vec()),
+            (":path".into(), path.as_bytes().to_vec()),
+            ("authorization".into(), auth.into_bytes()),
+        ]);
+        let mut ctx = Ctx {
+            filter: &self.filter,
+            now: self.now,
+            random: &mut self.random,
+            kv: &mut self.kv,
+        };
+        flow::on_request_headers(&mut ctx, &head)
+    }
+
+    /// Answers the call a step is waiting for, with the fake upstream.
+    pub fn answer_upstream(&mut self, step: &Step) -> Step {
+        let call = step
+            .effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Dispatch(c) => Some(c.clone()),
+                _ => None,
+            })
+            .expect("a call");
+        let answer = self.up.answer(&call, self.now);
+        let mut ctx = Ctx {
+            filter: &self.filter,
+            now: self.now,
+            random: &mut self.random,
+            kv: &mut self.kv,
+        };
+        flow::on_call_response(&mut ctx, &step.stage, &answer)
+    }
+
+    pub fn wake(&mut self, step: &Step) -> Option<Step> {
+        let mut ctx = Ctx {
+            filter: &self.filter,
+            now: self.now,
+            random: &mut self.random,
+            kv: &mut self.kv,
+        };
+        flow::on_wake(&mut ctx, &step.stage)
+    }
+
+    pub fn code_for(&mut self, client_id: &str, verifier: &str) -> String {
+        let location = self.authorize(client_id, verifier, "http://127.0.0.1:10000/mcp");
+        assert!(location.starts_with(REDIRECT), "{location}");
+        assert_eq!(query_param(&location, "state").as_deref(), Some("st-1"));
+        assert_eq!(query_param(&location, "iss").as_deref(), Some(ORIGIN));
+        query_param(&location, "code").unwrap()
+    }
+
+    pub fn redeem(&mut self, client_id: &str, code: &str, verifier: &str) -> (u32, Value) {
+        self.post_form(
+            "/.oauth/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("client_id", client_id),
+                ("code_verifier", verifier),
+                ("resource", "http://127.0.0.1:10000/mcp"),
+            ],
+        )
+        .json()
+    }
+
+    pub fn mcp(&mut self, path: &str, token: &str) -> Done {
+        let auth = format!("Bearer {token}");
+        self.send(
+            "POST",
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            Some(b"{}"),
+        )
+    }
+}
+
+pub fn between(text: &str, start: &str, end: &str) -> String {
+    let from = text.find(start).unwrap() + start.len();
+    let len = text[from..].find(end).unwrap();
+    text[from..from + len].to_string()
+}
+
+impl Idp {
+    pub fn answer(&mut self, call: &OutboundCall, now: u64) -> CallResponse {
+        self.calls.push(call.clone());
+        if self.down {
+            return CallResponse::failed();
+        }
+        assert_eq!(call.cluster, "idp");
+        let path = call.header_value(":path").unwrap().to_string();
+        let ok = |body: Value| {
+            CallResponse::from_parts(
+                vec![(":status".into(), "200".into())],
+                body.to_string().into_bytes(),
+            )
+        };
+        match path.as_str() {
+            "/.well-known/openid-configuration" => ok(json!({
+                "issuer": IDP, "authorization_endpoint": format!("{IDP}/auth"), "token_endpoint": format!("{IDP}/token"),
+                "jwks_uri": format!("{IDP}/jwks"), "userinfo_endpoint": format!("{IDP}/me")
+            })),
+            "/token" => {
+                // The filter authenticates with client_secret_basic and PKCE.
+                assert!(
+                    call.header_value("authorization")
+                        .unwrap()
+                        .starts_with("Basic ")
+                );
+                let body = String::from_utf8(call.body.clone()).unwrap();
+                let verifier = query_param(&format!("?{body}"), "code_verifier").unwrap();
+                assert_eq!(
+                    Some(crypto::sha256_b64url(verifier.as_bytes())),
+                    self.code_challenge
+                );
+                let alg = self.alg.unwrap();
+                let mut header = Header::new(alg);
+                let (kid, key) = match alg {
+                    Algorithm::ES256 => (
+                        "ec-test",
+                        EncodingKey::from_ec_pem(include_bytes!("../fixtures/idp-ec.pem")).unwrap(),
+                    ),
+                    _ => (
+                        "rsa-test",
+                        EncodingKey::from_rsa_pem(include_bytes!("../fixtures/idp-rsa.pem"))
+                            .unwrap(),
+                    ),
+                };
+                header.kid = Some(kid.into());
+                let mut claims = json!({"iss": IDP, "aud": "mcp-oauth-filter", "sub": "alice", "exp": now + 300, "iat": now,
+                                        "nonce": self.nonce.clone().unwrap()});
+                if self.email_in_id_token {
+                    claims["email"] = json!("alice@company.com");
+                }
+                let id_token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+                ok(
+                    json!({"id_token": id_token, "access_token": "idp-access-token", "token_type": "Bearer"}),
+                )
+            }
+            "/jwks" => CallResponse::from_parts(
+                vec![(":status".into(), "200".into())],
+                include_bytes!("../fixtures/idp-jwks.json").to_vec(),
+            ),
+            "/me" => {
+                assert_eq!(
+                    call.header_value("authorization"),
+                    Some("Bearer idp-access-token")
+                );
+                ok(json!({"sub": "alice", "email": "alice@company.com", "groups": ["engineering"]}))
+            }
+            other => panic!("unexpected IdP call {other}"),
+        }
+    }
+}
+
+/// A fake upstream OAuth2 provider (GitHub-like when `github` is set):
+/// short-lived access tokens, single-use rotating refresh tokens.
+#[derive(Default)]
+pub struct Upstream {
+    pub ttl: u64,
+    pub calls: Vec<OutboundCall>,
+    pub down: bool,
+    pub revoked: bool,
+    /// Answer like GitHub: form-encoded unless asked for JSON, errors as 200.
+    pub github: bool,
+    /// Refuse Basic credentials (like a provider that only reads the body).
+    pub body_credentials_only: bool,
+    /// Classic tokens: no expiry, no refresh token.
+    pub classic: bool,
+    /// Like Google on refresh: no new refresh token.
+    pub keep_refresh_token: bool,
+    pub user_refuses: bool,
+    pub authorize_params: Option<String>,
+    pub challenge: Option<String>,
+    pub issued: u64,
+    pub valid_refresh: Option<String>,
+}
+
+impl Upstream {
+    pub fn refreshes(&self) -> usize {
+        self.calls
+            .iter()
+            .filter(|c| String::from_utf8_lossy(&c.body).contains("grant_type=refresh_token"))
+            .count()
+    }
+
+    pub fn answer(&mut self, call: &OutboundCall, _now: u64) -> CallResponse {
+        self.calls.push(call.clone());
+        if self.down {
+            return CallResponse::failed();
+        }
+        assert_eq!(
+            call.header_value(":path"),
+            Some("/login/oauth/access_token")
+        );
+        assert_eq!(call.header_value("accept"), Some("application/json"));
+        let body = String::from_utf8(call.body.clone()).unwrap();
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let basic = call.header_value("authorization").is_some();
+        let reply = |status: u32, fields: Value, github: bool| {
+            if github {
+                let pairs: Vec<(String, String)> = fields
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect();
+                let text = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish();
+                CallResponse::from_parts(
+                    vec![
+                        (":status".into(), "200".into()),
+                        (
+                            "content-type".into(),
+                            "application/x-www-form-urlencoded; charset=utf-8".into(),
+                        ),
+                    ],
+                    text.into_bytes(),
+                )
+            } else {
+                CallResponse::from_parts(
+                    vec![
+                        (":status".into(), status.to_string()),
+                        ("content-type".into(), "application/json".into()),
+                    ],
+                    fields.to_string().into_bytes(),
+                )
+            }
+        };
+        if self.body_credentials_only && basic {
+            return reply(401, json!({"error": "invalid_client"}), false);
+        }
+        if basic {
+            assert_eq!(
+                call.header_value("authorization"),
+                Some("Basic Z2gtY2xpZW50OmdoLXNlY3JldA==")
+            );
+        } else {
+            assert_eq!(
+                (
+                    form.get("client_id").map(String::as_str),
+                    form.get("client_secret").map(String::as_str)
+                ),
+                (Some("gh-client"), Some("gh-secret"))
+            );
+        }
+        // GitHub answers JSON when asked (the filter always asks); the form is for the flag.
+        let github = self.github;
+        match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                assert_eq!(form.get("code").map(String::as_str), Some("up-code"));
+                let verifier = form.get("code_verifier").unwrap();
+                assert_eq!(
+                    Some(crypto::sha256_b64url(verifier.as_bytes())),
+                    self.challenge
+                );
+            }
+            Some("refresh_token") => {
+                let presented = form.get("refresh_token").cloned();
+                if self.revoked || presented != self.valid_refresh {
+                    return if github {
+                        reply(
+                            200,
+                            json!({"error": "bad_refresh_token", "error_description": "The refresh token passed is incorrect or expired."}),
+                            true,
+                        )
+                    } else {
+                        reply(400, json!({"error": "invalid_grant"}), false)
+                    };
+                }
+            }
+            other => panic!("unexpected grant {other:?}"),
+        }
+        self.issued += 1;
+        let n = self.issued;
+        let mut fields = json!({"access_token": format!("ghu_{n}"), "token_type": "bearer", "scope": "read:user,repo"});
+        if !self.classic {
+            fields["expires_in"] = json!(self.ttl);
+            let refreshing = form.get("grant_type").map(String::as_str) == Some("refresh_token");
+            if !(refreshing && self.keep_refresh_token) {
+                let rt = format!("ghr_{n}");
+                fields["refresh_token"] = json!(rt.clone());
+                self.valid_refresh = Some(rt);
+            }
+        }
+        reply(200, fields, github)
+    }
+
+    /// The access token the provider accepts now (the newest issued).
+    pub fn current_token(&self) -> String {
+        format!("ghu_{}", self.issued)
+    }
+}

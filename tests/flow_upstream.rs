@@ -1,0 +1,290 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+//! The upstream token vault through the core: consent at the provider, the
+//! token injected, refreshed once for many requests, refusals and outages.
+
+mod common;
+
+use common::*;
+use mcp_oauth_filter::flow::{Effect, Next, Stage};
+use serde_json::json;
+
+const GH: &str = "http://127.0.0.1:10000/gh";
+
+fn injected(done: Done) -> String {
+    match done {
+        Done::Forward(effects) => match effects.as_slice() {
+            [Effect::SetRequestHeader("authorization", v)] => {
+                v.strip_prefix("Bearer ").unwrap().to_string()
+            }
+            other => panic!("{other:?}"),
+        },
+        Done::Reply(r) => panic!(
+            "expected forwarding, got {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ),
+    }
+}
+
+#[test]
+fn consent_at_the_provider_then_the_token_is_injected() {
+    let mut w = World::new(json!({}));
+    let tokens = w.tokens_for(GH);
+    let authorize = w.up.authorize_params.clone().unwrap();
+    assert_eq!(
+        query_param(&authorize, "client_id").as_deref(),
+        Some("gh-client")
+    );
+    assert_eq!(
+        query_param(&authorize, "scope").as_deref(),
+        Some("read:user repo")
+    );
+    assert_eq!(
+        query_param(&authorize, "prompt").as_deref(),
+        Some("consent")
+    );
+    assert_eq!(
+        query_param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let te = tokens["access_token"].as_str().unwrap();
+    assert_eq!(injected(w.mcp("/gh", te)), "ghu_1");
+    // The client never sees the upstream token.
+    assert!(!tokens.to_string().contains("ghu_") && !tokens.to_string().contains("ghr_"));
+    // A route without upstream_oauth2 gets no Authorization at all.
+    let plain = w.tokens_for("http://127.0.0.1:10000/mcp");
+    match w.mcp("/mcp", plain["access_token"].as_str().unwrap()) {
+        Done::Forward(e) => assert_eq!(e, vec![Effect::RemoveRequestHeader("authorization")]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn refreshed_across_several_expiries_with_rotation() {
+    let mut w = World::new(json!({}));
+    w.up.github = true;
+    let tokens = w.tokens_for(GH);
+    let te = tokens["access_token"].as_str().unwrap().to_string();
+    for round in 1..=4 {
+        assert_eq!(
+            injected(w.mcp("/gh", &te)),
+            w.up.current_token(),
+            "round {round}"
+        );
+        // Within the skew (60 s) of expiry: refreshed before forwarding.
+        w.now += 1;
+        w.now += w.up.ttl - 60;
+    }
+    assert_eq!(w.up.refreshes(), 3);
+}
+
+#[test]
+fn concurrent_requests_share_one_refresh() {
+    let mut w = World::new(json!({}));
+    let tokens = w.tokens_for(GH);
+    let te = tokens["access_token"].as_str().unwrap().to_string();
+    w.now += w.up.ttl;
+    let first = w.start_mcp("/gh", &te);
+    assert!(
+        matches!(first.stage, Stage::Waiting { .. }),
+        "{:?}",
+        first.stage
+    );
+    let others: Vec<_> = (0..5).map(|_| w.start_mcp("/gh", &te)).collect();
+    for o in &others {
+        assert!(matches!(o.stage, Stage::Parked { .. }), "{:?}", o.stage);
+        assert_eq!(o.next, Next::Stop);
+        assert!(w.wake(o).is_none(), "nothing to wake for yet");
+    }
+    let done = w.answer_upstream(&first);
+    assert!(matches!(done.stage, Stage::Forwarded { .. }));
+    for o in &others {
+        let woken = w.wake(o).expect("woken");
+        assert_eq!(woken.next, Next::Continue);
+        assert_eq!(
+            woken.effects,
+            vec![Effect::SetRequestHeader(
+                "authorization",
+                "Bearer ghu_2".into()
+            )]
+        );
+    }
+    assert_eq!(w.up.refreshes(), 1);
+}
+
+#[test]
+fn a_waiter_gives_up_after_its_deadline() {
+    let mut w = World::new(json!({}));
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.now += w.up.ttl;
+    let _holder = w.start_mcp("/gh", &te);
+    let waiter = w.start_mcp("/gh", &te);
+    w.now += 16;
+    let r = w.wake(&waiter).expect("timed out");
+    match &r.effects[0] {
+        Effect::SendReply(reply) => assert_eq!(reply.status, 503),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn revoked_upstream_grant_restarts_consent() {
+    let mut w = World::new(json!({}));
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.up.revoked = true;
+    w.now += w.up.ttl;
+    let r = w.mcp("/gh", &te).reply();
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header_value("www-authenticate")
+            .unwrap()
+            .contains("resource_metadata=")
+    );
+    // Authorizing again goes through the provider again and restores service.
+    w.up.revoked = false;
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
+}
+
+#[test]
+fn provider_down_is_a_clear_error_and_the_stale_token_is_never_sent() {
+    let mut w = World::new(json!({}));
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.now += w.up.ttl;
+    w.up.down = true;
+    let r = w.mcp("/gh", &te).reply();
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("unavailable"));
+    // Within the back-off, no new call.
+    let calls = w.up.calls.len();
+    assert_eq!(w.mcp("/gh", &te).reply().status, 503);
+    assert_eq!(w.up.calls.len(), calls);
+    // Back up: service resumes.
+    w.up.down = false;
+    w.now += 6;
+    assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
+}
+
+#[test]
+fn github_form_answers_and_errors() {
+    let mut w = World::new(json!({}));
+    w.up.github = true;
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
+    w.up.revoked = true;
+    w.now += w.up.ttl;
+    assert_eq!(w.mcp("/gh", &te).reply().status, 401);
+}
+
+#[test]
+fn classic_tokens_never_expire() {
+    let mut w = World::new(json!({}));
+    w.up.classic = true;
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.now += 3000;
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
+    assert_eq!(w.up.refreshes(), 0);
+}
+
+#[test]
+fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
+    let mut w = World::new(json!({}));
+    w.up.keep_refresh_token = true;
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..3 {
+        w.now += w.up.ttl;
+        assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
+    }
+    assert_eq!(w.up.refreshes(), 3);
+}
+
+#[test]
+fn auto_auth_style_falls_back_to_body_credentials_and_remembers() {
+    let mut w = World::new(json!({}));
+    w.up.body_credentials_only = true;
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
+    let first_calls = w.up.calls.len();
+    assert_eq!(first_calls, 2, "header, then body");
+    w.now += w.up.ttl;
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
+    assert_eq!(
+        w.up.calls.len(),
+        first_calls + 1,
+        "the body style was remembered"
+    );
+}
+
+#[test]
+fn user_refusing_at_the_provider_is_access_denied_for_the_client() {
+    let mut w = World::new(json!({}));
+    w.up.user_refuses = true;
+    let client = w.public_client();
+    let location = w.authorize(
+        &client,
+        "verifier-verifier-verifier-verifier-verifier-1",
+        GH,
+    );
+    assert!(location.starts_with(REDIRECT), "{location}");
+    assert_eq!(
+        query_param(&location, "error").as_deref(),
+        Some("access_denied")
+    );
+}
+
+#[test]
+fn mcp_server_refusing_the_token_restarts_consent() {
+    let mut w = World::new(json!({}));
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let step = w.start_mcp("/gh", &te);
+    let mut ctx = mcp_oauth_filter::flow::Ctx {
+        filter: &w.filter,
+        now: w.now,
+        random: &mut w.random,
+        kv: &mut w.kv,
+    };
+    let effects = mcp_oauth_filter::flow::on_response_headers(
+        &mut ctx,
+        &step.stage,
+        401,
+        Some("Bearer"),
+        false,
+    );
+    assert_eq!(
+        effects[0],
+        Effect::SetResponseHeader(":status", "401".into())
+    );
+    assert!(
+        matches!(&effects[1], Effect::SetResponseHeader("www-authenticate", v) if v.contains("resource_metadata"))
+    );
+    // The token is forgotten: the next request gets the challenge.
+    assert_eq!(w.mcp("/gh", &te).reply().status, 401);
+}
