@@ -5,8 +5,10 @@
 //! `allow` block matches and no `deny` block matches; deny beats allow, and
 //! nothing allowed means denied.
 
+mod eval;
 mod parse;
 
+pub use eval::{Decision, Message, Truth, evaluate};
 pub use parse::parse_policy;
 
 /// A route's compiled policy. No rules: nobody is allowed.
@@ -79,9 +81,16 @@ pub enum Op {
 }
 
 /// Whether a signed-in user may use a route at all, before any MCP message
-/// is known. Until policy evaluation lands, only routes that allow any
-/// authenticated user admit anyone: a route with rules admits nobody, which
-/// fails closed.
-pub fn may_use_route(route: &crate::config::Route, _user: &crate::oauth::records::User) -> bool {
-    route.allow_any_authenticated_user
+/// is known: some message could be allowed.
+pub fn may_use_route(route: &crate::config::Route, user: &crate::oauth::records::User) -> bool {
+    evaluate(
+        &route.policy,
+        route.allow_any_authenticated_user,
+        user,
+        None,
+    )
+    .allowed
 }
+
+#[cfg(test)]
+mod tests;
