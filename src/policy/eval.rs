@@ -77,13 +77,15 @@ pub fn evaluate(
     message: Option<&Message<'_>>,
 ) -> Decision {
     for (i, rule) in policy.rules.iter().enumerate() {
-        if let Some(deny) = &rule.deny {
-            if eval(deny, user, message) == Truth::True {
-                return Decision {
-                    allowed: false,
-                    rule: format!("policy[{i}].deny"),
-                };
-            }
+        if rule
+            .deny
+            .as_ref()
+            .is_some_and(|deny| eval(deny, user, message) == Truth::True)
+        {
+            return Decision {
+                allowed: false,
+                rule: format!("policy[{i}].deny"),
+            };
         }
     }
     if allow_any_authenticated_user {
