@@ -2,12 +2,14 @@
 //! servers. See DESIGN.md for the architecture: `host` is the only module
 //! that talks to proxy-wasm; everything else is a pure core, testable natively.
 
+pub mod audit;
 pub mod config;
 pub mod cors;
 pub mod crypto;
 pub mod env;
 pub mod flow;
 pub mod maintenance;
+pub mod mcp;
 pub mod metadata;
 pub mod oauth;
 pub mod oidc;

@@ -3,6 +3,7 @@
 //! effects to carry out. The core never calls the host; time, randomness
 //! and the store come in through [`Ctx`].
 
+mod inspect;
 mod protect;
 mod signin;
 mod tokens;
@@ -14,12 +15,16 @@ use crate::env::Random;
 use crate::metadata;
 use crate::oauth::error::OAuthError;
 use crate::oauth::pages;
+use crate::oauth::records::User;
 use crate::oauth::server_metadata;
 use crate::outbound::{CallResponse, OutboundCall};
 use crate::reply::{Failure, Reply, reply_for};
 use crate::routing::{Endpoint, RouteTable};
 use crate::store::{Kv, Vault};
 
+pub use inspect::{
+    HEADER_MISMATCH, POLICY_DENIED, filter_tools_json, filter_tools_sse, filters_tools_list,
+};
 pub use signin::Wait;
 pub use upstream::Parked;
 
@@ -152,6 +157,26 @@ impl RequestHead {
     }
 }
 
+/// What the filter keeps about a request it lets through to the MCP server.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Passage {
+    /// The signed-in user, for policy on the messages.
+    pub user: Option<Box<User>>,
+    /// A POST whose JSON-RPC body must be judged before it goes on.
+    pub inspect: Option<Box<Inspection>>,
+    /// Ids of `tools/list` requests whose answers are filtered.
+    pub tools_list: Vec<serde_json::Value>,
+}
+
+/// The request headers the body is checked against.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Inspection {
+    pub content_type: Option<String>,
+    pub protocol: Option<String>,
+    pub mcp_method: Option<String>,
+    pub mcp_name: Option<String>,
+}
+
 /// Where a request is in its life.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Stage {
@@ -166,6 +191,7 @@ pub enum Stage {
         route: usize,
         /// The user, when the route injects an upstream token.
         sub: Option<String>,
+        passage: Passage,
         /// `Access-Control-Allow-Origin` to add to the response, if any.
         allow_origin: Option<String>,
     },
@@ -241,6 +267,7 @@ pub(crate) enum Outcome {
     Forward {
         effects: Vec<Effect>,
         sub: Option<String>,
+        passage: Passage,
     },
     /// Wait for another request to refresh the upstream token.
     Park(Parked),
@@ -281,10 +308,15 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
             effects: Vec::new(),
             next: Next::Stop,
         },
-        Outcome::Forward { effects, sub } => Step {
+        Outcome::Forward {
+            effects,
+            sub,
+            passage,
+        } => Step {
             stage: Stage::Forwarded {
                 route,
                 sub,
+                passage,
                 allow_origin: cors::allow_origin(&ctx.config().cors, origin.as_deref()),
             },
             effects,
@@ -392,6 +424,11 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
 
 /// The whole request body of one of the filter's endpoints has arrived.
 pub fn on_request_body(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
+    if let Stage::Forwarded { passage, .. } = stage
+        && passage.inspect.is_some()
+    {
+        return inspect::judge(ctx, stage, body);
+    }
     let Stage::ReadingBody {
         endpoint,
         route,
@@ -474,7 +511,14 @@ pub fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
         return None;
     };
     let route_cfg = ctx.filter.config.routes.get(*route)?;
-    match upstream::inject(ctx, route_cfg, &parked.sub, parked.deadline, false) {
+    match upstream::inject(
+        ctx,
+        route_cfg,
+        &parked.sub,
+        parked.deadline,
+        false,
+        parked.passage.clone(),
+    ) {
         Outcome::Park(_) => None,
         outcome => Some(finish(ctx, *route, origin.clone(), outcome)),
     }
@@ -494,6 +538,7 @@ pub fn on_response_headers(
         route,
         sub,
         allow_origin,
+        ..
     } = stage
     else {
         return Vec::new();

@@ -1,30 +1,52 @@
 //! Requests to the MCP server: a valid access token of this route, for a
 //! grant that still stands, or the RFC 9728 challenge.
 
-use super::{Ctx, Effect, Outcome, RequestHead, upstream};
+use super::{Ctx, Inspection, Outcome, Passage, RequestHead, upstream};
 use crate::config::Route;
 use crate::oauth::access_token;
 use crate::oauth::clients::store_error;
+use crate::oauth::error::OAuthError;
 use crate::oauth::records::{Grant, ns};
 use crate::reply::{Failure, reply_for};
 use crate::upstream::WAIT_SECONDS;
 
 pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Outcome {
     let scopes = &ctx.config().authorization_server.scopes_supported;
-    match check(ctx, route, head) {
-        Ok(grant) if route.upstream.is_some() => {
-            let deadline = ctx.now + WAIT_SECONDS;
-            upstream::inject(ctx, route, &grant.user.sub, deadline, true)
-        }
-        Ok(_) => Outcome::Forward {
-            // No token passthrough (MCP authorization, Security Considerations):
-            // the client's credential never reaches the MCP server.
-            effects: vec![Effect::RemoveRequestHeader("authorization")],
-            sub: None,
-        },
-        Err(Check::Failure(failure)) => reply_for(&failure, route, scopes).into(),
-        Err(Check::Store(e)) => store_error(e).to_reply().into(),
+    let grant = match check(ctx, route, head) {
+        Ok(grant) => grant,
+        Err(Check::Failure(failure)) => return reply_for(&failure, route, scopes).into(),
+        Err(Check::Store(e)) => return store_error(e).to_reply().into(),
+    };
+    // A user the route admits for no message at all is told so (not sent round a sign-in loop).
+    if !crate::policy::may_use_route(route, &grant.user) {
+        let who = grant.user.email.as_deref().unwrap_or(&grant.user.sub);
+        log::info!("{}", crate::audit::route_refused(route, &grant.user));
+        return OAuthError::access_denied(format!(
+            "{who} is not allowed to use the MCP server {}",
+            route.name
+        ))
+        .to_reply()
+        .into();
     }
+    let inspect = (head.method == "POST").then(|| {
+        Box::new(Inspection {
+            content_type: head.header("content-type").map(str::to_string),
+            protocol: head.header("mcp-protocol-version").map(str::to_string),
+            mcp_method: head.header("mcp-method").map(str::to_string),
+            mcp_name: head.header("mcp-name").map(str::to_string),
+        })
+    });
+    let sub = grant.user.sub.clone();
+    let passage = Passage {
+        user: Some(Box::new(grant.user)),
+        inspect,
+        tools_list: Vec::new(),
+    };
+    let deadline = ctx.now + WAIT_SECONDS;
+    // Without upstream_oauth2 the Authorization header is removed (no token
+    // passthrough, MCP authorization Security Considerations); with it, the
+    // upstream token replaces it.
+    upstream::inject(ctx, route, &sub, deadline, true, passage)
 }
 
 enum Check {

@@ -63,6 +63,7 @@ pub enum Wait {
         sub: String,
         credentials: crate::upstream::client::CredentialsIn,
         deadline: u64,
+        passage: super::Passage,
     },
 }
 
@@ -486,7 +487,8 @@ pub(super) fn resume(
             sub,
             credentials,
             deadline,
-        } => upstream::refresh_answer(ctx, route, sub, credentials, deadline, answer),
+            passage,
+        } => upstream::refresh_answer(ctx, route, sub, credentials, deadline, passage, answer),
         Wait::ClientDocument { request, cookies } => {
             let client_id = request.client_id.clone().unwrap_or_default();
             if !answer.is_success() {

@@ -5,7 +5,7 @@
 //! consent when the provider revoked it.
 
 use super::signin::{bad_request_page, issue_code, redirect, redirect_error};
-use super::{Ctx, Effect, Outcome, RequestHead, Wait};
+use super::{Ctx, Effect, Outcome, Passage, RequestHead, Wait};
 use crate::config::Route;
 use crate::crypto;
 use crate::oauth::clients::store_error;
@@ -263,10 +263,12 @@ pub(super) fn code_answer(
 }
 
 /// A request that waits for another request's refresh of the same token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Parked {
     pub sub: String,
     pub deadline: u64,
+    /// What the request carries on with once woken.
+    pub passage: super::Passage,
 }
 
 fn challenge(ctx: &Ctx<'_>, route: &Route, why: &'static str) -> Outcome {
@@ -285,7 +287,7 @@ fn unavailable(why: &str) -> Outcome {
         .into()
 }
 
-fn forward_with(token: &StoredToken, sub: &str) -> Outcome {
+fn forward_with(token: &StoredToken, sub: &str, passage: Passage) -> Outcome {
     // The client's credential is replaced by the upstream token (no token passthrough).
     Outcome::Forward {
         effects: vec![Effect::SetRequestHeader(
@@ -293,6 +295,7 @@ fn forward_with(token: &StoredToken, sub: &str) -> Outcome {
             format!("Bearer {}", token.access_token),
         )],
         sub: Some(sub.to_string()),
+        passage,
     }
 }
 
@@ -305,11 +308,13 @@ pub(super) fn inject(
     sub: &str,
     deadline: u64,
     may_refresh: bool,
+    passage: Passage,
 ) -> Outcome {
     let Some(up) = &route.upstream else {
         return Outcome::Forward {
             effects: vec![Effect::RemoveRequestHeader("authorization")],
             sub: None,
+            passage,
         };
     };
     let now = ctx.now;
@@ -326,7 +331,7 @@ pub(super) fn inject(
         Err(e) => return store_error(e).into(),
     };
     if token.is_fresh(now, up.refresh_skew_seconds) {
-        return forward_with(&token, sub);
+        return forward_with(&token, sub, passage);
     }
     if token.refresh_token.is_none() {
         let _ = remove(ctx, ns::TOKEN, &key);
@@ -362,6 +367,7 @@ pub(super) fn inject(
         return Outcome::Park(Parked {
             sub: sub.to_string(),
             deadline,
+            passage,
         });
     }
     let mine = Lock {
@@ -380,6 +386,7 @@ pub(super) fn inject(
             return Outcome::Park(Parked {
                 sub: sub.to_string(),
                 deadline,
+                passage,
             });
         }
         Err(e) => return store_error(e).into(),
@@ -393,6 +400,7 @@ pub(super) fn inject(
             sub: sub.to_string(),
             credentials,
             deadline,
+            passage,
         }),
     )
 }
@@ -408,6 +416,7 @@ pub(super) fn refresh_answer(
     sub: String,
     credentials: CredentialsIn,
     deadline: u64,
+    passage: Passage,
     answer: &crate::outbound::CallResponse,
 ) -> Outcome {
     let Some(up) = &route.upstream else {
@@ -430,7 +439,7 @@ pub(super) fn refresh_answer(
                 .vault()
                 .put(ns::TOKEN, &key, &token, token.keep_seconds(now), 0)
             {
-                Ok(()) => forward_with(&token, &sub),
+                Ok(()) => forward_with(&token, &sub, passage),
                 Err(e) => store_error(e).into(),
             }
         }
@@ -450,6 +459,7 @@ pub(super) fn refresh_answer(
                     sub,
                     credentials: CredentialsIn::Body,
                     deadline,
+                    passage,
                 }),
             );
         }

@@ -47,6 +47,14 @@ unsafe extern "C" {
     fn host_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     #[link_name = "proxy_set_tick_period_milliseconds"]
     fn host_set_tick_period_milliseconds(period: u32) -> u32;
+    #[link_name = "proxy_set_buffer_bytes"]
+    fn host_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: *const u8,
+        data_size: usize,
+    ) -> u32;
     #[link_name = "proxy_set_effective_context"]
     fn host_set_effective_context(context_id: u32) -> u32;
     #[link_name = "proxy_continue_stream"]
@@ -191,4 +199,13 @@ pub fn set_tick_period_ms(period_ms: u64) -> bool {
 pub fn set_effective_context(context_id: u32) -> bool {
     // SAFETY: no pointers.
     unsafe { host_set_effective_context(context_id) == STATUS_OK }
+}
+
+/// Replaces `size` bytes from `start` of a buffer (a response body) with `data`.
+pub fn set_buffer(buffer_type: BufferType, start: usize, size: usize, data: &[u8]) -> bool {
+    // SAFETY: pointer and length describe `data`, borrowed for the call.
+    unsafe {
+        host_set_buffer_bytes(buffer_type as u32, start, size, data.as_ptr(), data.len())
+            == STATUS_OK
+    }
 }

@@ -18,6 +18,17 @@ pub struct Request {
     filter: Option<Rc<Filter>>,
     waiters: Waiters,
     stage: Stage,
+    /// How a `tools/list` answer is being rewritten, if it is.
+    tools_list: Option<Rewrite>,
+}
+
+/// The shape of a `tools/list` answer being rewritten.
+enum Rewrite {
+    /// One JSON body: read whole, then rewritten.
+    Json,
+    /// An event stream: complete events rewritten as they pass; `tail` holds
+    /// an incomplete event until the rest arrives.
+    Sse { tail: Vec<u8> },
 }
 
 /// How a core step is fed: the step function gets a fresh context.
@@ -30,6 +41,7 @@ impl Request {
             filter,
             waiters,
             stage: Stage::Start,
+            tools_list: None,
         }
     }
 
@@ -206,12 +218,27 @@ impl HttpContext for Request {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.sync_woken();
-        let Stage::ReadingBody { .. } = self.stage else {
-            return Action::Continue;
-        };
         let Some(filter) = self.filter.clone() else {
             return Action::Pause;
         };
+        match &self.stage {
+            Stage::ReadingBody { .. } => {}
+            // An MCP POST: its messages are judged once the body is whole.
+            Stage::Forwarded { passage, .. } if passage.inspect.is_some() => {
+                let max = filter.config.mcp.max_request_bytes;
+                if !end_of_stream && body_size <= max {
+                    return Action::Pause;
+                }
+                // Past the limit, one byte more is enough for the core to refuse it.
+                let body = abi::buffer(BufferType::HttpRequestBody, 0, body_size.min(max + 1))
+                    .unwrap_or_default();
+                return action(self.step(
+                    &filter,
+                    Box::new(move |ctx, stage| flow::on_request_body(ctx, stage, &body)),
+                ));
+            }
+            _ => return Action::Continue,
+        }
         if body_size > flow::MAX_ENDPOINT_BODY_BYTES
             && let Some(step) = flow::on_body_too_large(&self.stage)
         {
@@ -233,6 +260,50 @@ impl HttpContext for Request {
         );
         // The filter answered; the body never goes upstream.
         Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(rewrite), Some(filter)) = (self.tools_list.as_mut(), self.filter.clone()) else {
+            return Action::Continue;
+        };
+        let (mut kv, mut random) = (SharedData, HostRandom);
+        let ctx = Ctx {
+            filter: &filter,
+            now: abi::now_seconds(),
+            random: &mut random,
+            kv: &mut kv,
+        };
+        match rewrite {
+            Rewrite::Json => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body =
+                    abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
+                if let Some(new) = flow::filter_tools_json(&ctx, &self.stage, &body)
+                    && !abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
+                {
+                    log::error!("could not rewrite a tools/list answer");
+                }
+            }
+            Rewrite::Sse { tail } => {
+                let chunk =
+                    abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
+                let mut data = std::mem::take(tail);
+                data.extend_from_slice(&chunk);
+                let (mut out, used) = flow::filter_tools_sse(&ctx, &self.stage, &data);
+                let rest = data.split_off(used.min(data.len()));
+                if end_of_stream {
+                    out.extend_from_slice(&rest);
+                } else {
+                    *tail = rest;
+                }
+                if !abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out) {
+                    log::error!("could not rewrite a tools/list event stream");
+                }
+            }
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -277,6 +348,22 @@ impl HttpContext for Request {
         for effect in effects {
             if let Effect::SetResponseHeader(name, value) = effect {
                 let _ = abi::replace_header(MapType::HttpResponseHeaders, name, &value);
+            }
+        }
+        if flow::filters_tools_list(&self.stage) {
+            let content_type = value("content-type")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            self.tools_list = if content_type.starts_with("application/json") {
+                Some(Rewrite::Json)
+            } else if content_type.starts_with("text/event-stream") {
+                Some(Rewrite::Sse { tail: Vec::new() })
+            } else {
+                None
+            };
+            // The rewritten body has another length.
+            if self.tools_list.is_some() {
+                let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
             }
         }
         Action::Continue

@@ -108,7 +108,8 @@ pub fn evaluate(
         }
     }
     match possible {
-        Some(i) if message.is_none() => Decision {
+        // Unknown facts: no message yet, or a tool listed without its arguments.
+        Some(i) if message.is_none_or(|m| m.arguments.is_none()) => Decision {
             allowed: true,
             rule: format!("policy[{i}].allow"),
         },
