@@ -31,6 +31,9 @@ pub fn config(extra: Value) -> Filter {
             {"from": ORIGIN, "name": "demo", "mcp": {"server": {"path": "/mcp"}}, "allow_any_authenticated_user": true},
             {"from": ORIGIN, "name": "other", "mcp": {"server": {"path": "/other"}}, "allow_any_authenticated_user": true},
             {"from": "http://127.0.0.1:10000", "name": "closed", "mcp": {"server": {"path": "/closed"}}},
+            {"from": ORIGIN, "name": "seed", "mcp": {"server": {"path": "/seed"}},
+             "policy": {"allow": {"and": [{"domain": {"is": "company.com"}}]},
+                        "deny": {"or": [{"mcp_tool": {"starts_with": "admin_"}}]}}},
             {"from": ORIGIN, "name": "gh", "allow_any_authenticated_user": true, "mcp": {"server": {"path": "/gh",
                 "upstream_oauth2": {"client_id": "gh-client", "client_secret": "gh-secret", "scopes": ["read:user", "repo"],
                     "endpoint": {"auth_url": "http://127.0.0.1:9500/login/oauth/authorize",
@@ -50,6 +53,8 @@ pub fn config(extra: Value) -> Filter {
 /// The fake identity provider: what it saw, and how it answers.
 #[derive(Default)]
 pub struct Idp {
+    /// Who signs in (default alice@company.com; anyone else is @other.example).
+    pub login: Option<String>,
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub alg: Option<Algorithm>,
@@ -60,6 +65,8 @@ pub struct Idp {
 
 pub struct World {
     pub up: Upstream,
+    /// The stage of the last forwarded MCP request (for response tests).
+    pub last_stage: Option<Stage>,
     pub filter: Filter,
     pub kv: MemoryKv,
     pub random: TestRandom,
@@ -119,6 +126,7 @@ impl World {
                 ttl: 300,
                 ..Upstream::default()
             },
+            last_stage: None,
         }
     }
 
@@ -160,6 +168,18 @@ impl World {
             if let Stage::ReadingBody { .. } = step.stage {
                 assert_eq!(step.next, Next::Continue);
                 step = flow::on_request_body(&mut ctx, &step.stage, body.unwrap_or_default());
+                continue;
+            }
+            if let Stage::Forwarded { passage, .. } = &step.stage
+                && passage.inspect.is_some()
+            {
+                assert_eq!(step.next, Next::Continue);
+                let forwarded = step.effects.clone();
+                step = flow::on_request_body(&mut ctx, &step.stage, body.unwrap_or_default());
+                if step.next == Next::Continue {
+                    self.last_stage = Some(step.stage.clone());
+                    return Done::Forward(forwarded);
+                }
                 continue;
             }
             let dispatch = step.effects.iter().find_map(|e| match e {
@@ -421,8 +441,19 @@ impl World {
                 ("authorization", &auth),
                 ("content-type", "application/json"),
             ],
-            Some(b"{}"),
+            Some(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
         )
+    }
+
+    /// An MCP POST with this JSON-RPC body (and extra headers).
+    pub fn rpc(&mut self, path: &str, token: &str, body: &str, extra: &[(&str, &str)]) -> Done {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        self.send("POST", path, &headers, Some(body.as_bytes()))
     }
 }
 
@@ -433,6 +464,18 @@ pub fn between(text: &str, start: &str, end: &str) -> String {
 }
 
 impl Idp {
+    pub fn user(&self) -> &str {
+        self.login.as_deref().unwrap_or("alice")
+    }
+
+    pub fn domain(&self) -> &str {
+        if self.user() == "alice" {
+            "company.com"
+        } else {
+            "other.example"
+        }
+    }
+
     pub fn answer(&mut self, call: &OutboundCall, now: u64) -> CallResponse {
         self.calls.push(call.clone());
         if self.down {
@@ -478,10 +521,10 @@ impl Idp {
                     ),
                 };
                 header.kid = Some(kid.into());
-                let mut claims = json!({"iss": IDP, "aud": "mcp-oauth-filter", "sub": "alice", "exp": now + 300, "iat": now,
+                let mut claims = json!({"iss": IDP, "aud": "mcp-oauth-filter", "sub": self.user(), "exp": now + 300, "iat": now,
                                         "nonce": self.nonce.clone().unwrap()});
                 if self.email_in_id_token {
-                    claims["email"] = json!("alice@company.com");
+                    claims["email"] = json!(format!("{}@{}", self.user(), self.domain()));
                 }
                 let id_token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
                 ok(
@@ -497,7 +540,9 @@ impl Idp {
                     call.header_value("authorization"),
                     Some("Bearer idp-access-token")
                 );
-                ok(json!({"sub": "alice", "email": "alice@company.com", "groups": ["engineering"]}))
+                ok(
+                    json!({"sub": self.user(), "email": format!("{}@{}", self.user(), self.domain()), "groups": ["engineering"]}),
+                )
             }
             other => panic!("unexpected IdP call {other}"),
         }
