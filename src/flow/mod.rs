@@ -403,8 +403,12 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
                         route: route_index,
                         head: Box::new(head.clone()),
                     },
-                    // The body is read before anything is decided; until then nothing
-                    // that authenticates the request may reach the MCP server.
+                    // The headers go on so the body reaches this filter; Envoy's
+                    // buffer filter, configured after this one, holds them from
+                    // the router until the body is whole, and the filter answers
+                    // first. Should it be missing, the router may see the
+                    // headers, so nothing that authenticates the request stays
+                    // in them, and the path names no real endpoint.
                     effects: vec![
                         Effect::RemoveRequestHeader("authorization"),
                         Effect::RemoveRequestHeader("cookie"),

@@ -492,13 +492,14 @@ pub(super) fn resume(
         Wait::ClientDocument { request, cookies } => {
             let client_id = request.client_id.clone().unwrap_or_default();
             if !answer.is_success() {
-                let why = if answer.status == 0 {
-                    "did not answer".to_string()
-                } else {
-                    format!("answered {}", answer.status)
+                // The client's URL is wrong (4xx): its fault, a 400. No answer or 5xx: 502.
+                let (status, why) = match answer.status {
+                    0 => (502, "did not answer".to_string()),
+                    s if s < 500 => (400, format!("answered {s}")),
+                    s => (502, format!("answered {s}")),
                 };
                 return pages::error(
-                    502,
+                    status,
                     "Authorization request refused",
                     &format!("The application's client metadata document at {client_id} {why}."),
                 )

@@ -245,12 +245,9 @@ impl HttpContext for Request {
             return action(self.step(&filter, Box::new(move |_, _| step)));
         }
         if !end_of_stream {
-            // The body is arriving in pieces, so no buffer filter runs ahead of
-            // this one: the router may already have the (sanitised) headers.
-            log::warn!(
-                "request body arrives in pieces: put envoy.filters.http.buffer before mcp-oauth-filter (README, Loading it into Envoy)"
-            );
-            // Hold every piece: the body of the filter's endpoints is never forwarded.
+            // Held here until whole: the body of the filter's endpoints is
+            // never forwarded (the buffer filter after this one keeps the
+            // headers from the router meanwhile).
             return Action::Pause;
         }
         let body = abi::buffer(BufferType::HttpRequestBody, 0, body_size).unwrap_or_default();

@@ -23,6 +23,9 @@ h1{font-size:1.4rem}dl{display:grid;grid-template-columns:max-content 1fr;gap:.4
 form{display:inline-block;margin:1rem 1rem 0 0}button{font-size:1rem;padding:.5rem 1.2rem}.note{color:#666;font-size:.9rem}";
 
 /// Headers every page carries: no framing (clickjacking), no caching, no referrer leak.
+/// No CSP `form-action`: Chromium and Safari apply it to the redirects that
+/// follow a form POST too (w3c/webappsec-csp#8), which would stop the consent
+/// form's redirect to the client's (checked) redirect URI.
 fn page(status: u32, title: &str, body: &str) -> Reply {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
@@ -31,7 +34,7 @@ fn page(status: u32, title: &str, body: &str) -> Reply {
     );
     Reply::new(status)
         .header("content-type", "text/html; charset=utf-8")
-        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+        .header("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
         .header("x-frame-options", "DENY")
         .header("referrer-policy", "no-referrer")
         .header("cache-control", "no-store")
