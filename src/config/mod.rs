@@ -768,6 +768,12 @@ impl Compiler {
                     );
                 }
                 let timeout_ms = self.timeout("store.etcd.timeout_ms", etcd.timeout_ms);
+                // Refused rather than silently served from shared data: replicas
+                // would not share sessions, and single-flight refresh would be per replica.
+                self.error(
+                    "store.kind",
+                    "\"etcd\" is not supported by this version yet; use \"shared_data\" (one Envoy, all its workers)",
+                );
                 Some(Store::Etcd {
                     prefix,
                     authority: etcd.authority.unwrap_or_else(|| etcd.cluster.clone()),

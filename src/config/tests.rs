@@ -72,7 +72,6 @@ fn full_configuration_compiles() {
                                       "deny": {"or": [{"mcp_tool": {"starts_with": "admin_"}}]}});
     c["authorization_server"] = json!({"access_token_ttl_seconds": 600,
         "registration": {"metadata_documents": {"allowed_hosts": ["claude.ai"], "cluster": "cimd"}}});
-    c["store"] = json!({"kind": "etcd", "etcd": {"cluster": "etcd"}});
     c["cors"] = json!({"allowed_origins": ["http://localhost:6274"]});
     let c = parse(&c).unwrap();
     let up = c.routes[0].upstream.as_ref().unwrap();
@@ -91,7 +90,6 @@ fn full_configuration_compiles() {
         c.authorization_server.metadata_documents.allowed_hosts,
         ["claude.ai"]
     );
-    assert!(matches!(c.store, Store::Etcd { ref cluster, .. } if cluster == "etcd"));
 }
 
 #[test]
@@ -289,6 +287,8 @@ fn store_and_settings_errors() {
     assert!(problems(&c)[0].starts_with("store.kind: \"redis\" is not one of"));
     c["store"] = json!({"kind": "etcd"});
     assert!(problems(&c)[0].starts_with("store.etcd: required"));
+    c["store"] = json!({"kind": "etcd", "etcd": {"cluster": "etcd"}});
+    assert!(problems(&c)[0].starts_with("store.kind: \"etcd\" is not supported"));
     let mut c = minimal_config();
     c["mcp"] = json!({"max_request_bytes": 10});
     assert!(problems(&c)[0].starts_with("mcp.max_request_bytes"));
