@@ -190,6 +190,11 @@ const RESERVED_AUTHORIZATION_PARAMS: &[&str] = &[
 ];
 
 impl Config {
+    /// The route of that name.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
     /// Parses and validates the plugin configuration. On failure, every
     /// problem found, each naming its field.
     pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {

@@ -54,11 +54,7 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
         passage,
     } = stage
     else {
-        return Step {
-            stage: stage.clone(),
-            effects: Vec::new(),
-            next: Next::Continue,
-        };
+        return Step::unchanged(stage);
     };
     let Some(route_cfg) = ctx.filter.config.routes.get(*route) else {
         return refuse(rpc_error(
@@ -69,11 +65,7 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
         ));
     };
     let (Some(inspection), Some(user)) = (&passage.inspect, &passage.user) else {
-        return Step {
-            stage: stage.clone(),
-            effects: Vec::new(),
-            next: Next::Continue,
-        };
+        return Step::unchanged(stage);
     };
     let settings = &ctx.config().mcp;
     let is_json = inspection.content_type.as_deref().is_some_and(|c| {

@@ -250,6 +250,15 @@ impl Step {
         }
     }
 
+    /// Nothing to do: the request goes on as it is.
+    pub(crate) fn unchanged(stage: &Stage) -> Self {
+        Step {
+            stage: stage.clone(),
+            effects: Vec::new(),
+            next: Next::Continue,
+        }
+    }
+
     fn reply(reply: Reply) -> Self {
         Step {
             stage: Stage::Answered,
@@ -439,11 +448,7 @@ pub fn on_request_body(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
         head,
     } = stage
     else {
-        return Step {
-            stage: stage.clone(),
-            effects: Vec::new(),
-            next: Next::Continue,
-        };
+        return Step::unchanged(stage);
     };
     let Some(route_cfg) = ctx.filter.config.routes.get(*route) else {
         return Step::reply(OAuthError::server_error("route vanished").to_reply());

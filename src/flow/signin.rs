@@ -454,7 +454,7 @@ fn pending_of(ctx: &mut Ctx<'_>, id: &str) -> Option<PendingAuthorization> {
 }
 
 fn exchange(ctx: &mut Ctx<'_>, login: Login, code: String, discovery: Discovery) -> Outcome {
-    let Some(route) = ctx.config().routes.iter().find(|r| r.name == login.route) else {
+    let Some(route) = ctx.config().route(&login.route) else {
         return sign_in_failed("The route of this sign-in is gone");
     };
     let idp = &ctx.config().identity_provider;
@@ -672,7 +672,7 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
     let config = ctx.config();
     let user = oidc::user_from_claims(claims, &config.identity_provider.groups_claim);
     let session_ttl = config.authorization_server.session_ttl_seconds;
-    let Some(route) = config.routes.iter().find(|r| r.name == login.route) else {
+    let Some(route) = config.route(&login.route) else {
         return sign_in_failed("The route of this sign-in is gone");
     };
     let sid = ctx.token(24);
@@ -730,11 +730,7 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
     ) {
         return store_error(e).into();
     }
-    let target = config
-        .routes
-        .iter()
-        .find(|r| r.name == pending.route)
-        .unwrap_or(route);
+    let target = config.route(&pending.route).unwrap_or(route);
     after_sign_in(ctx, target, &login.pending, &pending, &user)
         .header("set-cookie", cookie)
         .into()
@@ -888,11 +884,7 @@ pub(super) fn consent_page(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead)
         return OAuthError::server_error("no signing key").into();
     };
     let csrf = session::csrf_token(key, &cookie.sid, pending_id);
-    let target = config
-        .routes
-        .iter()
-        .find(|r| r.name == pending.route)
-        .unwrap_or(route);
+    let target = config.route(&pending.route).unwrap_or(route);
     let redirect_host = url::Url::parse(&pending.redirect_uri)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
@@ -949,11 +941,7 @@ pub(super) fn consent_decision(
     }
     let pending = found.value;
     let config = ctx.config();
-    let target = config
-        .routes
-        .iter()
-        .find(|r| r.name == pending.route)
-        .unwrap_or(route);
+    let target = config.route(&pending.route).unwrap_or(route);
     if params.get("decision") != Some("approve") {
         return redirect_error(
             &pending.redirect_uri,

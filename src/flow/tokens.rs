@@ -233,9 +233,8 @@ fn redeem_code(
     }
     let target = ctx
         .config()
-        .routes
-        .iter()
-        .find(|r| r.name == record.route && r.origin == route.origin)
+        .route(&record.route)
+        .filter(|r| r.origin == route.origin)
         .ok_or_else(|| OAuthError::invalid_grant("the code's MCP server is not served here"))?;
     let gid = ctx.token(16);
     // Mark the code used before issuing anything: of two concurrent redemptions one wins.
@@ -384,9 +383,8 @@ fn refresh(
         ) {
             let target = ctx
                 .config()
-                .routes
-                .iter()
-                .find(|r| r.name == grant.route && r.origin == route.origin)
+                .route(&grant.route)
+                .filter(|r| r.origin == route.origin)
                 .ok_or_else(|| {
                     OAuthError::invalid_grant("the grant's MCP server is not served here")
                 })?;

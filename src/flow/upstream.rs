@@ -70,6 +70,17 @@ pub(super) fn grant_access(
     redirect(&url)
 }
 
+/// An error for the client, at its redirect URI (RFC 6749 4.1.2.1).
+fn back_to_client(login: &UpstreamLogin, route: &Route, error: OAuthError) -> Outcome {
+    redirect_error(
+        &login.pending.redirect_uri,
+        &error,
+        login.pending.state.as_deref(),
+        &route.origin,
+    )
+    .into()
+}
+
 /// `GET /.oauth/upstream/callback`: the provider sends the browser back.
 pub(super) fn callback(ctx: &mut Ctx<'_>, head: &RequestHead) -> Outcome {
     let params = match Params::parse(head.query().as_bytes()) {
@@ -93,23 +104,10 @@ pub(super) fn callback(ctx: &mut Ctx<'_>, head: &RequestHead) -> Outcome {
         return bad_request_page("This consent at the provider was already completed.");
     }
     let login = found.value;
-    let Some(route) = ctx
-        .config()
-        .routes
-        .iter()
-        .find(|r| r.name == login.pending.route)
-    else {
+    let Some(route) = ctx.config().route(&login.pending.route) else {
         return bad_request_page("The MCP server of this request is gone.");
     };
-    let back = |e: OAuthError| -> Outcome {
-        redirect_error(
-            &login.pending.redirect_uri,
-            &e,
-            login.pending.state.as_deref(),
-            &route.origin,
-        )
-        .into()
-    };
+    let back = |e: OAuthError| back_to_client(&login, route, e);
     let Some(up) = &route.upstream else {
         return back(OAuthError::server_error(
             "the route no longer uses an upstream provider",
@@ -186,26 +184,13 @@ pub(super) fn code_answer(
     credentials: CredentialsIn,
     answer: &crate::outbound::CallResponse,
 ) -> Outcome {
-    let Some(route) = ctx
-        .config()
-        .routes
-        .iter()
-        .find(|r| r.name == login.pending.route)
-    else {
+    let Some(route) = ctx.config().route(&login.pending.route) else {
         return bad_request_page("The MCP server of this request is gone.");
     };
     let Some(up) = &route.upstream else {
         return bad_request_page("The route no longer uses an upstream provider.");
     };
-    let back = |e: OAuthError| -> Outcome {
-        redirect_error(
-            &login.pending.redirect_uri,
-            &e,
-            login.pending.state.as_deref(),
-            &route.origin,
-        )
-        .into()
-    };
+    let back = |e: OAuthError| back_to_client(&login, route, e);
     match client::parse_answer(answer) {
         Ok(issued) => {
             remember_style(ctx, route, credentials);
