@@ -130,7 +130,7 @@ distclean: clean
 # Property tests of every input reader (config, header maps, forms, tokens,
 # JSON-RPC bodies, upstream answers) with many more cases than `make test`
 # runs: no input may make the core panic. FUZZ_CASES to change.
-FUZZ_CASES ?= 20000
+FUZZ_CASES ?= 200000
 .PHONY: fuzz
 fuzz: toolchain
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --test prop_inputs --test prop_inspector
