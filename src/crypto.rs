@@ -125,8 +125,7 @@ pub fn seal(key: &KeyEntry, aad: &[u8], plaintext: &[u8], random: &mut dyn Rando
 /// key id is outside it, but changing the id picks another key (or none),
 /// under which the tag fails.
 pub fn open(keys: &[KeyEntry], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-    let (&id_len, rest) = sealed.split_first()?;
-    let (id, rest) = rest.split_at_checked(usize::from(id_len))?;
+    let (id, rest) = split_key_id(sealed)?;
     let (nonce, ciphertext) = rest.split_at_checked(NONCE_BYTES)?;
     if ciphertext.len() < TAG_BYTES {
         return None;
@@ -143,6 +142,17 @@ pub fn open(keys: &[KeyEntry], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
             },
         )
         .ok()
+}
+
+/// The id of the key a sealed value was made with, and the rest.
+fn split_key_id(sealed: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&id_len, rest) = sealed.split_first()?;
+    rest.split_at_checked(usize::from(id_len))
+}
+
+/// Whether one of `keys` made this sealed value (without opening it).
+pub fn sealed_with_one_of(keys: &[KeyEntry], sealed: &[u8]) -> bool {
+    split_key_id(sealed).is_some_and(|(id, _)| keys.iter().any(|k| k.id.as_bytes() == id))
 }
 
 #[cfg(test)]

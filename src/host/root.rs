@@ -104,6 +104,9 @@ impl RootContext for Root {
         }
         match Config::parse(&bytes) {
             Ok(config) => {
+                // Plaintext and verified-token caches belong to the old keys.
+                crate::store::clear_cache();
+                crate::oauth::access_token::clear_cache();
                 log::info!(
                     "configured {} route(s): {}",
                     config.routes.len(),

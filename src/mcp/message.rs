@@ -59,7 +59,10 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, BodyError> {
             if items.is_empty() {
                 return Err(BodyError::Invalid("an empty batch".into()));
             }
-            let elements = items.iter().map(element).collect::<Result<Vec<_>, _>>()?;
+            let elements = items
+                .into_iter()
+                .map(element)
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Body {
                 batch: true,
                 elements,
@@ -67,12 +70,17 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, BodyError> {
         }
         other => Ok(Body {
             batch: false,
-            elements: vec![element(&other)?],
+            elements: vec![element(other)?],
         }),
     }
 }
 
-fn element(v: &Value) -> Result<Element, BodyError> {
+fn element(mut v: Value) -> Result<Element, BodyError> {
+    // Taken out rather than copied: a large body's arguments are most of it.
+    let arguments = v
+        .pointer_mut("/params")
+        .and_then(Value::as_object_mut)
+        .and_then(|p| p.remove("arguments"));
     let Some(obj) = v.as_object() else {
         return Err(BodyError::Invalid(
             "a JSON-RPC message must be an object".into(),
@@ -129,9 +137,9 @@ fn element(v: &Value) -> Result<Element, BodyError> {
                     "{name:?} is not a valid MCP tool name (1 to 128 of A-Z a-z 0-9 _ - . /)"
                 )));
             }
-            let arguments = match param("arguments") {
+            let arguments = match arguments {
                 None => Value::Object(Default::default()),
-                Some(a) if a.is_object() => a.clone(),
+                Some(a) if a.is_object() => a,
                 Some(_) => {
                     return Err(BodyError::Invalid(
                         "params.arguments must be an object".into(),

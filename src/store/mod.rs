@@ -10,11 +10,13 @@
 
 mod index;
 mod memory;
+mod plain_cache;
 mod vault;
 
 use std::fmt;
 
 pub use self::memory::MemoryKv;
+pub use self::plain_cache::clear as clear_cache;
 pub use self::vault::Vault;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

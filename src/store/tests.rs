@@ -748,3 +748,29 @@ fn index_holds_keys_only() {
         Some((T0 / 60 + 1).to_string().as_bytes())
     );
 }
+
+#[test]
+fn cached_plaintext_is_used_only_for_the_same_ciphertext() {
+    let mut kv = MemoryKv::new();
+    let keys = keys();
+    with_vault(&mut kv, &keys, T0, |v| {
+        v.put("sessions", "c", &session(1), 600, 0).unwrap();
+        // Read twice: the second read is served from the plaintext cache.
+        assert_eq!(
+            v.get::<Session>("sessions", "c").unwrap().unwrap().value,
+            session(1)
+        );
+        assert_eq!(
+            v.get::<Session>("sessions", "c").unwrap().unwrap().value,
+            session(1)
+        );
+    });
+    // Tamper with the stored bytes: the cache must not answer for them.
+    let mut raw = kv.raw("mcp/sessions/c").unwrap().to_vec();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    kv.set("mcp/sessions/c", &raw, 0).unwrap();
+    with_vault(&mut kv, &keys, T0, |v| {
+        assert_eq!(v.get::<Session>("sessions", "c").unwrap(), None);
+    });
+}

@@ -222,7 +222,19 @@ impl<'a> Vault<'a> {
         Ok(match self.kv.get(key)? {
             None => (None, None),
             Some((bytes, cas)) if bytes.is_empty() => (Some(cas), None),
-            Some((bytes, cas)) => (Some(cas), self.decrypt(key, &bytes)),
+            // A retired key's values must stop opening, cached or not.
+            Some((bytes, cas)) => match super::plain_cache::get(key, &bytes)
+                .filter(|_| crypto::sealed_with_one_of(self.keys, &bytes))
+            {
+                Some(plain) => (Some(cas), Some(plain)),
+                None => {
+                    let plain = self.decrypt(key, &bytes);
+                    if let Some(p) = &plain {
+                        super::plain_cache::put(key, &bytes, p);
+                    }
+                    (Some(cas), plain)
+                }
+            },
         })
     }
 
