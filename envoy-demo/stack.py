@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Run the demo stack: the demo MCP server behind Envoy with mcp-oauth-filter,
-and the OpenID provider users sign in at (envoy-demo/idp.mjs, npm oidc-provider).
+the OpenID provider users sign in at (envoy-demo/idp.mjs, npm oidc-provider),
+and the GitHub-like upstream OAuth2 provider whose API the MCP server calls
+(envoy-demo/fake_github.py).
 
     stack.py run   [options]   foreground; Ctrl-C stops everything   (make demo)
     stack.py up    [options]   background; pids and logs in .demo/    (make demo-up)
@@ -10,6 +12,11 @@ Run from anywhere; it works from the repository root, where the relative wasm
 path in envoy-demo/envoy.yaml resolves. The Envoy configuration is
 envoy-demo/envoy.yaml with the ports given here written in (.demo/envoy.yaml).
 The IdP needs envoy-demo/node_modules (`make idp-deps`; make demo does it).
+
+The upstream's access tokens live --upstream-token-ttl seconds (default 45)
+and rotate with single-use refresh tokens, so the filter's refreshes show in
+a few minutes of use; GET http://127.0.0.1:9500/_test/state shows its counters
+(and, this being a demo, the tokens it issued).
 
 `down` uses the standard library only, so it works without the venv.
 """
@@ -35,9 +42,11 @@ ENVOY_YAML = DEMO_DIR / "envoy.yaml"
 WASM = REPO / "build" / "mcp_oauth_filter.wasm"
 IDP_SCRIPT = DEMO_DIR / "idp.mjs"
 IDP_MODULES = DEMO_DIR / "node_modules" / "oidc-provider"
-SERVICES = ("idp", "mcp_server", "envoy")  # start order; stopped in reverse
-DEFAULTS = {"listen": 10000, "mcp": 9100, "admin": 9901, "idp": 9400}
+UPSTREAM_SCRIPT = DEMO_DIR / "fake_github.py"
+SERVICES = ("idp", "upstream", "mcp_server", "envoy")  # start order; stopped in reverse
+DEFAULTS = {"listen": 10000, "mcp": 9100, "admin": 9901, "idp": 9400, "upstream": 9500}
 DEMO_USER = "alice@company.com"
+UPSTREAM_TOKEN_TTL_S = 45
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -54,8 +63,10 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"]) -> dict:
-    """envoy-demo/envoy.yaml with the demo's ports replaced."""
+def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"],
+                 upstream: int = DEFAULTS["upstream"], refresh_skew: int | None = None) -> dict:
+    """envoy-demo/envoy.yaml with the demo's ports replaced (and, if given, the
+    routes' upstream refresh_skew_seconds)."""
     import yaml  # from the venv; only `up` and `run` need it
 
     config = yaml.safe_load(ENVOY_YAML.read_text())
@@ -72,13 +83,21 @@ def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"]) 
                             route["from"] = route["from"].replace(
                                 f"127.0.0.1:{DEFAULTS['listen']}", f"127.0.0.1:{listen}"
                             )
+                            up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
+                            if up:
+                                for field in ("auth_url", "token_url"):
+                                    up["endpoint"][field] = up["endpoint"][field].replace(
+                                        f"127.0.0.1:{DEFAULTS['upstream']}", f"127.0.0.1:{upstream}"
+                                    )
+                                if refresh_skew is not None:
+                                    up["refresh_skew_seconds"] = refresh_skew
                         provider = value.get("identity_provider", {})
                         if "issuer" in provider:
                             provider["issuer"] = provider["issuer"].replace(
                                 f"127.0.0.1:{DEFAULTS['idp']}", f"127.0.0.1:{idp}"
                             )
                         plugin["configuration"]["value"] = json.dumps(value, indent=2)
-    ports = {"mcp_server": mcp, "idp": idp}
+    ports = {"mcp_server": mcp, "idp": idp, "upstream_oauth": upstream}
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] in ports:
             for group in cluster["load_assignment"]["endpoints"]:
@@ -87,16 +106,33 @@ def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"]) 
     return config
 
 
-def idp_client_secret(config: dict) -> str:
-    """The filter's IdP client secret, from the plugin configuration (the IdP must agree)."""
+def plugin_configuration(config: dict) -> dict:
+    """The filter's configuration in the bootstrap."""
     for listener in config["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
             for network_filter in chain["filters"]:
                 for http_filter in network_filter["typed_config"].get("http_filters", []):
                     plugin = http_filter["typed_config"].get("config", {})
                     if "configuration" in plugin:
-                        return json.loads(plugin["configuration"]["value"])["identity_provider"]["client_secret"]
-    raise StackError("no identity_provider.client_secret in envoy-demo/envoy.yaml")
+                        return json.loads(plugin["configuration"]["value"])
+    raise StackError("no plugin configuration in envoy-demo/envoy.yaml")
+
+
+def idp_client_secret(config: dict) -> str:
+    """The filter's IdP client secret, from the plugin configuration (the IdP must agree)."""
+    try:
+        return plugin_configuration(config)["identity_provider"]["client_secret"]
+    except KeyError:
+        raise StackError("no identity_provider.client_secret in envoy-demo/envoy.yaml") from None
+
+
+def upstream_client(config: dict) -> tuple[str, str]:
+    """The filter's client at the upstream provider (the fake GitHub must agree)."""
+    for route in plugin_configuration(config).get("routes", []):
+        up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
+        if up:
+            return up["client_id"], up["client_secret"]
+    raise StackError("no route with upstream_oauth2 in envoy-demo/envoy.yaml")
 
 
 def envoy_binary() -> str:
@@ -184,6 +220,7 @@ def stop_pid(pid: int, name: str) -> None:
 def wait_ready(procs: dict[str, subprocess.Popen], args, logs: dict[str, Path] | None) -> None:
     checks = {
         "idp": lambda: http_get(f"http://127.0.0.1:{args.idp_port}/.well-known/openid-configuration")[0] == 200,
+        "upstream": lambda: http_get(f"http://127.0.0.1:{args.upstream_port}/healthz")[0] == 200,
         "mcp_server": lambda: http_get(f"http://127.0.0.1:{args.mcp_port}/healthz")[0] == 200,
         "envoy": lambda: http_get(f"http://127.0.0.1:{args.admin_port}/ready") == (200, "LIVE\n")
         and port_in_use(args.listen_port),
@@ -211,15 +248,26 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
     if not IDP_MODULES.is_dir():
         raise StackError(f"{IDP_MODULES.relative_to(REPO)} is missing: run `make idp-deps` first")
     for what, port in (("listener", args.listen_port), ("MCP server", args.mcp_port), ("admin", args.admin_port),
-                       ("IdP", args.idp_port)):
+                       ("IdP", args.idp_port), ("upstream provider", args.upstream_port)):
         if port_in_use(port):
             raise StackError(
                 f"port {port} ({what}) is already in use: is the demo running (make demo-down)? "
-                "Ports can be changed with DEMO_PORT, MCP_PORT, ADMIN_PORT and IDP_PORT."
+                "Ports can be changed with DEMO_PORT, MCP_PORT, ADMIN_PORT, IDP_PORT and UPSTREAM_PORT."
             )
-    STATE.mkdir(exist_ok=True)
-    config_path = STATE / "envoy.yaml"
-    config = envoy_config(args.listen_port, args.mcp_port, args.admin_port, args.idp_port)
+    state = args.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    config_path = state / "envoy.yaml"
+    config = envoy_config(args.listen_port, args.mcp_port, args.admin_port, args.idp_port, args.upstream_port,
+                          args.upstream_refresh_skew)
+    upstream_id, upstream_secret = upstream_client(config)
+    for route in plugin_configuration(config).get("routes", []):
+        up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
+        skew = (up or {}).get("refresh_skew_seconds", 60)
+        if up and args.upstream_token_ttl <= skew:
+            raise StackError(
+                f"upstream tokens living {args.upstream_token_ttl} s would be refreshed on every request: route "
+                f"{route.get('name')} refreshes them {skew} s before they expire (--upstream-refresh-skew)"
+            )
     # JSON is YAML: Envoy reads it by the .yaml name.
     config_path.write_text(json.dumps(config, indent=2))
     idp_env = {
@@ -230,14 +278,19 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
         "NODE_NO_WARNINGS": "1",
     }
 
-    logs = {name: STATE / f"{name}.log" for name in SERVICES} if background else None
+    logs = {name: state / f"{name}.log" for name in SERVICES} if background else None
     argv = {
         "idp": [os.environ.get("NODE", "node"), str(IDP_SCRIPT)],
-        "mcp_server": [sys.executable, str(DEMO_DIR / "mcp_server.py"), "--port", str(args.mcp_port)],
+        # --test-api: GET /_test/state shows the refreshes happening (a demo: it shows tokens too).
+        "upstream": [sys.executable, str(UPSTREAM_SCRIPT), "--port", str(args.upstream_port),
+                     "--client-id", upstream_id, "--client-secret", upstream_secret,
+                     "--expires-in", str(args.upstream_token_ttl), "--test-api"],
+        "mcp_server": [sys.executable, str(DEMO_DIR / "mcp_server.py"), "--port", str(args.mcp_port),
+                       "--upstream-user-url", f"http://127.0.0.1:{args.upstream_port}/user"],
         # --disable-hot-restart: with hot restart on, Envoy 1.40 gets SIGTERM
         # when the process that started it exits, which would end `up` at once.
         "envoy": [
-            envoy_binary(), "-c", str(config_path.relative_to(REPO)), "--concurrency", "2",
+            envoy_binary(), "-c", str(config_path), "--concurrency", "2",
             "--base-id", str(args.base_id), "--disable-hot-restart", "--log-level", "info",
         ],
     }
@@ -248,26 +301,29 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
                 logs[name].write_bytes(b"")
             procs[name] = start(argv[name], logs[name] if logs else None, idp_env if name == "idp" else None)
             if background:
-                (STATE / f"{name}.pid").write_text(f"{procs[name].pid}\n")
+                (state / f"{name}.pid").write_text(f"{procs[name].pid}\n")
         wait_ready(procs, args, logs)
     except BaseException:
-        stop_all(procs, pid_files=background)
+        stop_all(procs, state if background else None)
         raise
     return procs
 
 
-def stop_all(procs: dict[str, subprocess.Popen], pid_files: bool) -> None:
+def stop_all(procs: dict[str, subprocess.Popen], pid_dir: Path | None) -> None:
     for name in reversed(SERVICES):
         if name in procs:
             stop_pid(procs[name].pid, name)
-            if pid_files:
-                (STATE / f"{name}.pid").unlink(missing_ok=True)
+            if pid_dir is not None:
+                (pid_dir / f"{name}.pid").unlink(missing_ok=True)
 
 
 def banner(args) -> str:
     return (
         f"MCP URL: http://127.0.0.1:{args.listen_port}/mcp\n"
-        f"  Sign in at the demo IdP (http://127.0.0.1:{args.idp_port}) as {DEMO_USER} (no password)\n"
+        f"  Sign in at the demo IdP (http://127.0.0.1:{args.idp_port}) as {DEMO_USER} (no password; "
+        f"bob@other.example is refused),\n"
+        f"  then authorize the app at the GitHub-like upstream (http://127.0.0.1:{args.upstream_port}; "
+        f"tokens live {args.upstream_token_ttl} s, state at /_test/state)\n"
         f"  Envoy admin: http://127.0.0.1:{args.admin_port}/   MCP server (direct): http://127.0.0.1:{args.mcp_port}/mcp"
     )
 
@@ -298,15 +354,15 @@ def cmd_run(args) -> int:
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        stop_all(procs, pid_files=False)
+        stop_all(procs, None)
         if stopping:
             print("stopped", file=sys.stderr)
 
 
-def read_pids() -> dict[str, int]:
+def read_pids(state: Path) -> dict[str, int]:
     pids = {}
     for name in SERVICES:
-        path = STATE / f"{name}.pid"
+        path = state / f"{name}.pid"
         try:
             pids[name] = int(path.read_text().strip())
         except (OSError, ValueError):
@@ -324,30 +380,32 @@ def ours(pid: int, name: str) -> bool:
         return "mcp_server.py" in cmdline
     if name == "idp":
         return "idp.mjs" in cmdline
-    return "envoy" in cmdline and ".demo" in cmdline
+    if name == "upstream":
+        return "fake_github.py" in cmdline
+    return "envoy" in cmdline and "envoy.yaml" in cmdline
 
 
 def cmd_up(args) -> int:
-    running = {name: pid for name, pid in read_pids().items() if alive(pid) and ours(pid, name)}
+    running = {name: pid for name, pid in read_pids(args.state_dir).items() if alive(pid) and ours(pid, name)}
     if running:
         print(f"the demo stack is already running ({running}); `make demo-down` stops it", file=sys.stderr)
         return 1
     cmd_down(args, quiet=True)  # clear stale pid files
     launch(args, background=True)
     print(banner(args))
-    logs = ", ".join(f"{STATE.relative_to(REPO)}/{name}.log" for name in SERVICES)
+    logs = ", ".join(str(args.state_dir / f"{name}.log") for name in SERVICES)
     print(f"  Logs: {logs}   Stop: make demo-down")
     return 0
 
 
-def cmd_down(_args, quiet: bool = False) -> int:
+def cmd_down(args, quiet: bool = False) -> int:
     stopped = []
     for name in reversed(SERVICES):
-        pid = read_pids().get(name)
+        pid = read_pids(args.state_dir).get(name)
         if pid is not None and alive(pid) and ours(pid, name):
             stop_pid(pid, name)
             stopped.append(f"{name} (pid {pid})")
-        (STATE / f"{name}.pid").unlink(missing_ok=True)
+        (args.state_dir / f"{name}.pid").unlink(missing_ok=True)
     if not quiet:
         print(f"stopped {', '.join(stopped)}" if stopped else "the demo stack is not running")
     return 0
@@ -360,9 +418,18 @@ def main() -> int:
     parser.add_argument("--mcp-port", type=int, default=_env_int("MCP_PORT", DEFAULTS["mcp"]))
     parser.add_argument("--admin-port", type=int, default=_env_int("ADMIN_PORT", DEFAULTS["admin"]))
     parser.add_argument("--idp-port", type=int, default=_env_int("IDP_PORT", DEFAULTS["idp"]))
+    parser.add_argument("--upstream-port", type=int, default=_env_int("UPSTREAM_PORT", DEFAULTS["upstream"]))
+    parser.add_argument("--upstream-token-ttl", type=int,
+                        default=_env_int("UPSTREAM_TOKEN_TTL", UPSTREAM_TOKEN_TTL_S),
+                        help="lifetime of the upstream provider's access tokens, in seconds")
+    parser.add_argument("--upstream-refresh-skew", type=int, default=None,
+                        help="override the route's upstream refresh_skew_seconds (must be below the token TTL)")
+    parser.add_argument("--state-dir", type=Path, default=STATE,
+                        help="where the generated Envoy configuration, pid files and logs go (default .demo/)")
     parser.add_argument("--base-id", type=int, default=_env_int("DEMO_BASE_ID", 9100),
                         help="Envoy --base-id (must differ between Envoys running at once)")
     args = parser.parse_args()
+    args.state_dir = args.state_dir.resolve()
     try:
         return {"run": cmd_run, "up": cmd_up, "down": cmd_down}[args.command](args)
     except StackError as e:

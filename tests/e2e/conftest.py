@@ -7,6 +7,13 @@ with the filter:
                    refresh_reuse_grace_seconds 0
   envoy_short_ttl  the same on another port with IdP ES256 and
                    access_token_ttl_seconds 3 (started on first use)
+  upstream_stack   the issue 4/5 stack (harness.upstream; started on first
+                   use): upstream providers (oidc-provider with 5-second
+                   rotating tokens, a fake GitHub), three MCP servers, and an
+                   Envoy whose routes each have their own upstream behaviour
+                   or the seed policy; tests use it through the `upstream`
+                   fixture, which makes a kit per route and user and checks,
+                   after every test, that TE and TI never crossed
 
 Tests that need their own Envoy start it with harness.envoy.start_envoy and
 stop it themselves.
@@ -32,6 +39,7 @@ from harness.idp import Idp, start_idp
 from harness.mcp_server import McpServer, start_mcp_server
 from harness.oauth import OAuthKit
 from harness.procs import ManagedProcess, free_port, running_processes
+from harness.upstream import UpstreamKit, UpstreamStack, start_upstream_stack
 
 LOG_LINES_ON_FAILURE = 60
 
@@ -54,7 +62,8 @@ def mcp_server(e2e_dir: Path) -> Iterator[McpServer]:
 def listen_ports() -> dict[str, int]:
     """The listener port of each session Envoy, chosen first: the IdPs must
     know the filter's callback URLs before they start."""
-    return {"main": free_port(), "short_ttl": free_port()}
+    return {"main": free_port(), "short_ttl": free_port(), "upstream": free_port(),
+            "audit_off": free_port(), "audit_arguments": free_port()}
 
 
 def _start_idp(e2e_dir: Path, listen_ports: dict[str, int], alg: str, name: str) -> Iterator[Idp]:
@@ -125,6 +134,48 @@ def envoy_short_ttl(e2e_dir: Path, mcp_server: McpServer, idp_es256: Idp, cimd_s
                           cimd_ca=cimd_server.certs.ca_pem)
 
 
+@pytest.fixture(scope="session")
+def upstream_stack(e2e_dir: Path, idp: Idp, listen_ports: dict[str, int]) -> Iterator[UpstreamStack]:
+    """The upstream providers, MCP servers and Envoy of the issue 4/5 tests (harness.upstream)."""
+    stack, started = start_upstream_stack(e2e_dir / "upstream", idp, listen_ports["upstream"])
+    try:
+        yield stack
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+    panics = panic_lines(stack.envoy.log())
+    assert not panics, f"Envoy log ({stack.envoy.proc.log_path}) shows wasm panics or traps:\n" + "\n".join(panics)
+
+
+class Upstream:
+    """A test's view of the upstream stack: kit(route) makes a kit for that
+    route and a user of its own; every kit's check_vault runs after the test."""
+
+    def __init__(self, stack: UpstreamStack) -> None:
+        self.stack = stack
+        self.kits: list[UpstreamKit] = []
+
+    def kit(self, route: str, **kwargs) -> UpstreamKit:
+        kit = UpstreamKit(self.stack, route, **kwargs)
+        self.kits.append(kit)
+        return kit
+
+
+@pytest.fixture
+def upstream(upstream_stack: UpstreamStack, request: pytest.FixtureRequest) -> Iterator[Upstream]:
+    up = Upstream(upstream_stack)
+    try:
+        yield up
+        # In every test: the MCP servers never got a TE, and only current TIs;
+        # the client never got a TI. (Skipped when the test failed already.)
+        if not request.node.stash.get(_CALL_FAILED, False):
+            for kit in up.kits:
+                kit.check_vault()
+    finally:
+        for kit in up.kits:
+            kit.close()
+
+
 @pytest.fixture
 def oauth(envoy: Envoy, idp: Idp, mcp_server: McpServer) -> Iterator[OAuthKit]:
     """Raw-HTTP OAuth steps against the session Envoy (IdP RS256)."""
@@ -193,11 +244,14 @@ def _per_test_logs(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 _OFFSETS = pytest.StashKey[dict]()
+_CALL_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
     report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
     if report.failed:
         offsets = item.stash.get(_OFFSETS, {})
         for proc in running_processes():

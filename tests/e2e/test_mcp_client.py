@@ -3,6 +3,8 @@ directly and through Envoy."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import httpx
 from mcp import ClientSession
@@ -30,7 +32,7 @@ def _status_errors(exc: BaseException) -> list[httpx.HTTPStatusError]:
     return found
 
 
-async def _initialize_and_use(url: str) -> dict[str, str]:
+async def _initialize_and_use(url: str) -> dict[str, Any]:
     async with httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(10.0, read=30.0)) as http:
         async with streamable_http_client(url, http_client=http) as (read, write, _):
             async with ClientSession(read, write) as session:
@@ -42,20 +44,22 @@ async def _initialize_and_use(url: str) -> dict[str, str]:
                     "tools": ",".join(sorted(t.name for t in tools.tools)),
                     "echo": echoed.content[0].text,
                     "whoami": whoami.content[0].text,
+                    "whoami_is_error": whoami.isError,
                 }
 
 
 def test_demo_server_works_with_the_sdk_client(mcp_server: McpServer) -> None:
     """Control: the client and server work together without Envoy in between."""
 
-    async def main() -> dict[str, str]:
+    async def main() -> dict[str, Any]:
         with anyio.fail_after(TIMEOUT_S):
             return await _initialize_and_use(mcp_server.mcp_url)
 
     result = anyio.run(main)
     assert result["tools"] == "admin_reset,echo,whoami"
     assert result["echo"] == "hello"
-    assert result["whoami"].startswith("no upstream token received")
+    # No gateway in between, so no upstream token: a tool error that says so.
+    assert result["whoami_is_error"] and "no upstream token received" in result["whoami"], result
 
 
 def test_sdk_client_without_auth_gets_401(envoy: Envoy) -> None:

@@ -36,6 +36,24 @@ PANIC_PATTERNS = (
     re.compile(r"Function: proxy_on_\w+ failed"),
 )
 
+# One JSON object per request. held_us: from the first byte received to the
+# first byte sent to the MCP server, i.e. how long the filter held the request
+# (waiting for its own calls, or parked while another request refreshed the
+# upstream token); "-" when nothing was forwarded.
+ACCESS_LOG_FORMAT = {
+    "start": "%START_TIME(%s.%6f)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "held_us": "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%",
+    "upstream": "%UPSTREAM_HOST%",
+    "connection": "%CONNECTION_ID%",
+    "test_id": "%REQ(X-TEST-ID)%",
+}
+
 # Unique per Envoy started by this run, and apart from the demo's (9100) and
 # from other runs on the machine: Envoy's hot-restart shared memory and domain
 # sockets are named after it.
@@ -155,12 +173,18 @@ PROBE_HOSTS = {"idp": "idp.probe.test", "cimd": "cimd.probe.test"}
 
 def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int, upstream_port: int,
               plugin: dict[str, Any] | str, access_log: Path, wasm: Path = WASM_PATH,
-              cimd_port: int | None = None, cimd_ca: Path | None = None) -> dict[str, Any]:
+              cimd_port: int | None = None, cimd_ca: Path | None = None,
+              extra_clusters: dict[str, int] | None = None,
+              mcp_routes: dict[str, str] | None = None) -> dict[str, Any]:
     """The Envoy bootstrap: listener -> wasm filter -> buffer -> router -> cluster mcp_server.
 
     `plugin` is the plugin configuration, a dict (sent as JSON) or a raw string
     (for configurations that are not even JSON). Cluster `cimd` is TLS (SNI
-    localhost) to cimd_port, trusting cimd_ca.
+    localhost) to cimd_port, trusting cimd_ca; `upstream_oauth` goes to
+    upstream_port. `extra_clusters` adds plain clusters (name -> port);
+    `mcp_routes` sends a path prefix to another cluster with the prefix
+    rewritten to /mcp (prefix -> cluster), for routes of the plugin that serve
+    MCP on other paths of the same origin.
     """
     value = plugin if isinstance(plugin, str) else json.dumps(plugin)
     hcm = {
@@ -171,6 +195,7 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": str(access_log),
+                "log_format": {"json_format": ACCESS_LOG_FORMAT},
             },
         }],
         "route_config": {
@@ -178,7 +203,11 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
             "virtual_hosts": [{
                 "name": "all",
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "mcp_server", "timeout": "0s"}}],
+                "routes": [
+                    {"match": {"prefix": prefix},
+                     "route": {"cluster": cluster, "prefix_rewrite": "/mcp", "timeout": "0s"}}
+                    for prefix, cluster in (mcp_routes or {}).items()
+                ] + [{"match": {"prefix": "/"}, "route": {"cluster": "mcp_server", "timeout": "0s"}}],
             }] + [
                 {
                     "name": f"probe-{cluster}",
@@ -240,7 +269,7 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
                 _cluster("idp", idp_port),
                 _cluster("upstream_oauth", upstream_port),
                 _tls_cluster("cimd", cimd_port or free_port(), "localhost", cimd_ca),
-            ],
+            ] + [_cluster(name, port) for name, port in (extra_clusters or {}).items()],
         },
     }
 
@@ -272,6 +301,20 @@ class Envoy:
     def log(self) -> str:
         return self.proc.read_log()
 
+    def access_records(self) -> list[dict[str, Any]]:
+        """The access log so far (ACCESS_LOG_FORMAT), oldest first; flushed every 100 ms."""
+        try:
+            text = self.access_log.read_text(errors="replace")
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
     def stop(self) -> None:
         self.proc.stop()
 
@@ -289,12 +332,14 @@ class Envoy:
 def start_envoy(workdir: Path, *, mcp_port: int, plugin: dict[str, Any] | str | None = None,
                 listen_port: int | None = None, name: str = "envoy", wait: bool = True,
                 log_level: str = "info", idp_port: int | None = None, cimd_port: int | None = None,
-                cimd_ca: Path | None = None) -> Envoy:
+                cimd_ca: Path | None = None, upstream_port: int | None = None,
+                extra_clusters: dict[str, int] | None = None, mcp_routes: dict[str, str] | None = None) -> Envoy:
     """Start Envoy (two workers) from a generated bootstrap in workdir.
 
     plugin defaults to a valid configuration for the chosen listener port.
-    Clusters `idp` and `cimd` go to idp_port and cimd_port (free, unused
-    ports when not given).
+    Clusters `idp`, `cimd` and `upstream_oauth` go to idp_port, cimd_port and
+    upstream_port (free, unused ports when not given); see bootstrap() for
+    extra_clusters and mcp_routes.
     With wait=True, returns once Envoy is ready, raising (with the log tail)
     if it exits or does not get ready in time; the caller stops it.
     """
@@ -306,15 +351,16 @@ def start_envoy(workdir: Path, *, mcp_port: int, plugin: dict[str, Any] | str | 
     plugin = plugin_config(listen_port) if plugin is None else copy.deepcopy(plugin)
     access_log = workdir / f"{name}.access.log"
     config = bootstrap(listen_port=listen_port, admin_port=admin_port, mcp_port=mcp_port,
-                       idp_port=idp_port or free_port(), upstream_port=free_port(), plugin=plugin,
-                       access_log=access_log, cimd_port=cimd_port, cimd_ca=cimd_ca)
+                       idp_port=idp_port or free_port(), upstream_port=upstream_port or free_port(), plugin=plugin,
+                       access_log=access_log, cimd_port=cimd_port, cimd_ca=cimd_ca,
+                       extra_clusters=extra_clusters, mcp_routes=mcp_routes)
     config_path = workdir / f"{name}.json"
     config_path.write_text(json.dumps(config, indent=2))
     base_id = next(_base_ids)
     proc = ManagedProcess(
         name,
         [envoy_binary(), "-c", config_path, "--concurrency", "2", "--base-id", str(base_id),
-         "--log-level", log_level, "--drain-time-s", "1"],
+         "--log-level", log_level, "--drain-time-s", "1", "--file-flush-interval-msec", "100"],
         workdir / f"{name}.log",
         cwd=workdir,
     )
@@ -352,6 +398,33 @@ def summary(log: str, tail: int = 15) -> str:
     lines = log.splitlines()
     picked = [line for line in lines[:-tail] if re.search(r"\]\[(wasm|warning|error|critical)\]", line)]
     return "\n".join(picked + lines[-tail:])
+
+
+_WASM_JSON_LOG = re.compile(r"wasm log [^:]*: (\{.*\})\s*$")
+
+
+def audit_lines(log: str) -> list[dict[str, Any]]:
+    """The filter's audit records in Envoy's log: the JSON message of wasm log
+    lines ("wasm log <plugin> <root id> [<vm id>]: {...}") with "audit": "mcp",
+    each with the Envoy thread that logged it as "_thread"."""
+    out = []
+    for line in log.splitlines():
+        m = _WASM_JSON_LOG.search(line)
+        if m and '"audit"' in line:
+            try:
+                record = json.loads(m.group(1))
+            except ValueError:
+                continue
+            if record.get("audit") == "mcp":
+                record["_thread"] = _thread_of(line)
+                out.append(record)
+    return out
+
+
+def _thread_of(line: str) -> str | None:
+    """The thread id of an Envoy log line ("[time][thread][level][logger] ...")."""
+    m = re.match(r"\[[^\]]*\]\[(\d+)\]", line)
+    return m.group(1) if m else None
 
 
 def panic_lines(log: str) -> list[str]:

@@ -1,4 +1,6 @@
-"""The OpenID provider fixture (envoy-demo/idp.mjs, npm oidc-provider 9) as a test process."""
+"""The OpenID provider fixture (envoy-demo/idp.mjs, npm oidc-provider 9) as a
+test process: the identity provider users sign in at, and (with the options
+of harness.upstream) an upstream OAuth2 provider."""
 
 from __future__ import annotations
 
@@ -28,13 +30,16 @@ class Idp:
     proc: ManagedProcess
     port: int
     id_token_alg: str
+    client_id: str = CLIENT_ID
+    client_secret: str = CLIENT_SECRET
 
     @property
     def issuer(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def debug_log(self) -> dict[str, Any]:
-        """{"requests": [{method, path}], "issued": [{grant_type, access_token, id_token, refresh_token}]}"""
+        """{"requests": [{method, path, at, status, grant_type (token requests)}],
+            "issued": [{grant_type, account, at, expires_in, access_token, id_token, refresh_token}]}"""
         r = httpx.get(f"{self.issuer}/_debug/log", timeout=5.0, trust_env=False)
         r.raise_for_status()
         return r.json()
@@ -49,28 +54,44 @@ class Idp:
     def requests(self) -> list[tuple[str, str]]:
         return [(r["method"], r["path"]) for r in self.debug_log()["requests"]]
 
+    def token_requests(self, grant_type: str | None = None) -> list[dict[str, Any]]:
+        """The token endpoint requests so far ({at, status, grant_type, ...}), of one grant type if given."""
+        return [r for r in self.debug_log()["requests"] if r["method"] == "POST" and r["path"] == "/token"
+                and (grant_type is None or r.get("grant_type") == grant_type)]
+
+    def revoke_account(self, account: str) -> int:
+        """Revoke every grant of the account, tokens included; returns how many grants."""
+        r = httpx.post(f"{self.issuer}/_debug/revoke", params={"account": account}, timeout=5.0, trust_env=False)
+        r.raise_for_status()
+        return r.json()["revoked_grants"]
+
     def stop(self) -> None:
         self.proc.stop()
 
 
 def start_idp(workdir: Path, *, redirect_uris: Iterable[str], id_token_alg: str = "RS256",
-              name: str = "idp", timeout: float = 30.0) -> Idp:
-    """Start idp.mjs on a free port with the debug log on; the caller stops it."""
+              name: str = "idp", timeout: float = 30.0, client_id: str = CLIENT_ID,
+              client_secret: str = CLIENT_SECRET, options: dict[str, str] | None = None) -> Idp:
+    """Start idp.mjs on a free port with the debug log and open sign-up on (any
+    email address signs in as a user of its own); `options` are more of
+    idp.mjs's environment options. The caller stops it."""
     if not (NODE_MODULES / "oidc-provider").is_dir():
         raise FileNotFoundError(f"{NODE_MODULES}/oidc-provider is missing: run `make idp-deps` first")
     port = free_port()
     env = {
         **os.environ,
         "PORT": str(port),
-        "CLIENT_ID": CLIENT_ID,
-        "CLIENT_SECRET": CLIENT_SECRET,
+        "CLIENT_ID": client_id,
+        "CLIENT_SECRET": client_secret,
         "REDIRECT_URIS": ",".join(redirect_uris),
         "ID_TOKEN_ALG": id_token_alg,
         "IDP_DEBUG": "1",
+        "OPEN_SIGNUP": "1",
         "NODE_NO_WARNINGS": "1",
+        **(options or {}),
     }
     proc = ManagedProcess(name, [NODE, IDP_SCRIPT], workdir / f"{name}.log", cwd=REPO_ROOT, env=env)
-    idp = Idp(proc=proc, port=port, id_token_alg=id_token_alg)
+    idp = Idp(proc=proc, port=port, id_token_alg=id_token_alg, client_id=client_id, client_secret=client_secret)
     try:
         wait_until(
             f"{name} discovery on port {port}",

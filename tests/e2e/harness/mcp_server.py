@@ -20,6 +20,8 @@ SERVER_SCRIPT = REPO_ROOT / "envoy-demo" / "mcp_server.py"
 class McpServer:
     proc: ManagedProcess
     port: int
+    upstream_user_url: str | None = None
+    json_response: bool = False
 
     @property
     def base_url(self) -> str:
@@ -30,9 +32,11 @@ class McpServer:
         return f"{self.base_url}/mcp"
 
     def requests_seen(self) -> list[dict[str, Any]]:
-        """Every request the server received so far: method, path, host, x-test-id,
-        header names, and authorization / authorization_scheme /
-        authorization_sha256 (a fingerprint of the credentials, never the token)."""
+        """Every request the server received so far: time (arrival, Unix
+        seconds), method, path, host, x-test-id, header names, rpc (the
+        JSON-RPC messages of a POST: [{method, name}], None if not JSON), and
+        authorization / authorization_scheme / authorization_sha256 (a
+        fingerprint of the credentials, never the token)."""
         r = httpx.get(f"{self.base_url}/_debug/requests", timeout=5.0, trust_env=False)
         r.raise_for_status()
         return r.json()["requests"]
@@ -45,6 +49,13 @@ class McpServer:
         digest = fingerprint(token)
         return [req for req in self.requests_seen() if req.get("authorization_sha256") == digest]
 
+    def refuse(self, token: str, status: int = 401, www_authenticate: str | None = None) -> None:
+        """From now on, answer requests carrying `token` with `status` (as a
+        server does whose upstream API stopped accepting it)."""
+        r = httpx.post(f"{self.base_url}/_debug/refuse", timeout=5.0, trust_env=False,
+                       json={"sha256": fingerprint(token), "status": status, "www_authenticate": www_authenticate})
+        r.raise_for_status()
+
     def stop(self) -> None:
         self.proc.stop()
 
@@ -54,13 +65,18 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode("latin-1")).hexdigest()
 
 
-def start_mcp_server(workdir: Path, timeout: float = 30.0) -> McpServer:
+def start_mcp_server(workdir: Path, timeout: float = 30.0, *, name: str = "mcp_server",
+                     upstream_user_url: str | None = None, json_response: bool = False) -> McpServer:
+    """Start envoy-demo/mcp_server.py on a free port; whoami asks upstream_user_url
+    (if any) who the token it received belongs to."""
     port = free_port()
-    proc = ManagedProcess(
-        "mcp_server", [sys.executable, SERVER_SCRIPT, "--port", str(port)], workdir / "mcp_server.log",
-        cwd=REPO_ROOT,
-    )
-    server = McpServer(proc=proc, port=port)
+    argv = [sys.executable, SERVER_SCRIPT, "--port", str(port)]
+    if upstream_user_url:
+        argv += ["--upstream-user-url", upstream_user_url]
+    if json_response:
+        argv.append("--json-response")
+    proc = ManagedProcess(name, argv, workdir / f"{name}.log", cwd=REPO_ROOT)
+    server = McpServer(proc=proc, port=port, upstream_user_url=upstream_user_url, json_response=json_response)
     try:
         wait_until(
             f"MCP server health on port {port}",

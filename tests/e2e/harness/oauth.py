@@ -16,8 +16,9 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import httpx
@@ -83,6 +84,17 @@ def oauth_error(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
+class ProviderPages(Protocol):
+    """The pages of an upstream OAuth provider the browser passes through
+    during authorization (its sign-in and consent), played by a person."""
+
+    def handles(self, page: httpx.Response) -> bool: ...
+
+    def act(self, browser: Browser, page: httpx.Response, stop: Callable[[str], bool]) -> httpx.Response:
+        """Do what the person does on this page; the response it leads to."""
+        ...
+
+
 @dataclass
 class Client:
     """A client the authorization server knows: registered, or a metadata document URL."""
@@ -106,6 +118,7 @@ class Authorization:
     params: dict[str, str]  # the redirect's query: code, state, iss (or error...)
     browser: Browser
     consent_page: httpx.Response | None
+    final: httpx.Response | None = None  # the redirect back (or, with stop_at_error, the error page)
 
     @property
     def code(self) -> str:
@@ -121,6 +134,8 @@ class OAuthKit:
         self.transcript = Transcript()
         self.http = http_client(self.transcript)
         self._browsers: list[Browser] = []
+        # Upstream providers' pages drive() knows how to get through.
+        self.provider_pages: list[ProviderPages] = []
 
     # --- the stack --------------------------------------------------------
 
@@ -201,20 +216,27 @@ class OAuthKit:
         return f"{base_url or self.issuer}/.oauth/authorize?{urlencode(params)}"
 
     def drive(self, browser: Browser, url: str, redirect_uri: str, *, login: str | None = None,
-              decision: str | None = "approve") -> tuple[httpx.Response, httpx.Response | None]:
+              decision: str | None = "approve",
+              stop_at_error: bool = False) -> tuple[httpx.Response, httpx.Response | None]:
         """Open url in the browser and do what a person does: sign in at the IdP
         (the login form as served, or with `login` typed in), and on the consent
         page approve (the first form as served) or deny (the form whose button
-        is decision=deny). Returns (the redirect to redirect_uri, the consent
+        is decision=deny), and get through the pages of the upstream providers
+        in self.provider_pages. Returns (the redirect to redirect_uri, the consent
         page if one was shown). With decision=None, stops at the consent page
-        and returns (consent page, consent page)."""
+        and returns (consent page, consent page). With stop_at_error, an error
+        page of the filter (4xx/5xx HTML) is returned as (page, consent page)."""
         stop = lambda target: same_endpoint(target, redirect_uri)  # noqa: E731
         page = browser.go("GET", url, stop=stop)
         consent: httpx.Response | None = None
-        for _ in range(6):
+        for _ in range(10):
             location = page.headers.get("location")
             if page.status_code in (301, 302, 303, 307, 308) and location and stop(str(page.url.join(location))):
                 return page, consent
+            handler = next((h for h in self.provider_pages if h.handles(page)), None)
+            if handler is not None:
+                page = handler.act(browser, page, stop)
+                continue
             where = urlsplit(str(page.url))
             if page.status_code == 200 and where.port == self.idp.port and where.path.startswith("/interaction/"):
                 forms = forms_of(page)
@@ -239,13 +261,15 @@ class OAuthKit:
                     continue
                 page = browser.submit(page, form, stop=stop)
                 continue
+            if stop_at_error and page.status_code >= 400 and urlsplit(str(page.url)).netloc == urlsplit(url).netloc:
+                return page, consent
             raise AssertionError(
                 f"the browser did not get back to {redirect_uri}; hops:\n{browser.trail()}\nlast:\n{describe(page)}")
         raise AssertionError(f"sign-in did not finish; hops:\n{browser.trail()}")
 
     def authorize(self, client: Client, *, browser: Browser | None = None, login: str | None = None,
                   resource: str | None = None, redirect_uri: str | None = None, scope: str | None = SCOPE,
-                  decision: str | None = "approve") -> Authorization:
+                  decision: str | None = "approve", stop_at_error: bool = False) -> Authorization:
         """The whole authorization request, through sign-in and consent, up to
         the redirect back to the client (whose query is in .params)."""
         browser = browser or self.browser()
@@ -255,10 +279,12 @@ class OAuthKit:
         redirect_uri = redirect_uri or client.redirect_uri
         url = self.authorize_url(client, challenge=challenge, state=state, resource=resource,
                                  redirect_uri=redirect_uri, scope=scope)
-        final, consent = self.drive(browser, url, redirect_uri, login=login, decision=decision)
-        params = query(str(final.url.join(final.headers["location"]))) if decision is not None else {}
+        final, consent = self.drive(browser, url, redirect_uri, login=login, decision=decision,
+                                    stop_at_error=stop_at_error)
+        params = (query(str(final.url.join(final.headers["location"])))
+                  if decision is not None and "location" in final.headers else {})
         return Authorization(client=client, redirect_uri=redirect_uri, resource=resource, verifier=verifier,
-                             state=state, params=params, browser=browser, consent_page=consent)
+                             state=state, params=params, browser=browser, consent_page=consent, final=final)
 
     # --- token endpoint -----------------------------------------------------
 
@@ -316,12 +342,13 @@ class OAuthKit:
     def mcp_post(self, token: str | None, test_id: str, *, origin: str | None = None,
                  body: str = INITIALIZE_BODY) -> httpx.Response:
         """An MCP initialize to a route (default: the first), with Bearer token.
-        Sent to 127.0.0.1 whatever the route's host, with its :authority."""
+        Sent to 127.0.0.1 whatever the route's host, with its :authority, at
+        the path of this kit's resource."""
         origin = origin or self.issuer
         headers = {**POST_HEADERS, "x-test-id": test_id, "Host": urlsplit(origin).netloc}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        return self.http.post(f"{self.envoy.base_url}/mcp", content=body, headers=headers)
+        return self.http.post(f"{self.envoy.base_url}{urlsplit(self.resource).path}", content=body, headers=headers)
 
     def assert_accepted(self, token: str, test_id: str, *, origin: str | None = None) -> httpx.Response:
         """The token works: the MCP server answers, and got the request without the token."""
@@ -345,7 +372,7 @@ class OAuthKit:
         challenge = www_authenticate.bearer(values[0])
         assert challenge.params.get("error") == "invalid_token", describe(r)
         assert challenge.params.get("resource_metadata") == (
-            f"{origin}/.well-known/oauth-protected-resource/mcp"), describe(r)
+            f"{origin}/.well-known/oauth-protected-resource{urlsplit(self.resource).path}"), describe(r)
         assert not self.mcp_server.saw_test_id(test_id), "a refused request reached the MCP server"
         return challenge
 

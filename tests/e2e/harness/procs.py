@@ -143,6 +143,57 @@ class ManagedProcess:
         return f"<{self.name} pid={self.pid} log={self.log_path}>"
 
 
+class AdoptedProcess(ManagedProcess):
+    """A process something else started in a process group of its own (e.g.
+    `stack.py up`), registered so that it is stopped, its log shown on
+    failure and (for Envoys) checked for panics like the harness's own."""
+
+    def __init__(self, name: str, pid: int, log_path: Path) -> None:  # noqa: D107 - no spawn
+        self.name = name
+        self.argv = []
+        self.log_path = Path(log_path)
+        self.extra_logs = []
+        self.pid = pid
+        self.popen = None
+        _running.append(self)
+
+    @property
+    def running(self) -> bool:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.running else 0
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.running:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.argv, timeout)
+            time.sleep(0.05)
+        return 0
+
+    def stop(self, grace: float = 5.0) -> None:
+        try:
+            for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.pid, sig)
+                except ProcessLookupError:
+                    return
+                try:
+                    self.wait(wait_s)
+                    return
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            if self in _running:
+                _running.remove(self)
+
+
 def running_processes() -> list[ManagedProcess]:
     return list(_running)
 

@@ -1,0 +1,100 @@
+"""The upstream token vault (issue 4) when the provider's token endpoint
+misbehaves: down (503, connection reset, no answer within timeout_ms), and
+slow (every request waits for the one refresh in flight).
+
+Route `flaky`: 3-second tokens refreshed 1 s before expiry, timeout_ms 1000.
+Route `slow`: the provider takes 800 ms to answer a refresh.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.http import media_type
+from harness.mcp_server import fingerprint
+from harness.oauth import describe
+from harness.upstream import UpstreamKit, spread_over_workers, whoami_burst
+
+BACKOFF_S = 5  # the filter's FAILURE_BACKOFF_SECONDS
+
+
+def _assert_unavailable(r) -> None:
+    assert r.status_code == 503, describe(r)
+    assert media_type(r.headers.get("content-type")) == "application/json", describe(r)
+    body = r.json()
+    assert body["error"] == "temporarily_unavailable" and body.get("error_description"), describe(r)
+    assert r.headers.get("retry-after") == str(BACKOFF_S), describe(r)
+
+
+@pytest.mark.parametrize("outage", ["503", "reset", "hang"])
+def test_provider_down_is_a_clear_503_and_service_resumes(upstream, outage: str) -> None:
+    """The refresh fails for want of an answer: 503 temporarily_unavailable
+    with Retry-After; the stale token is never sent; for 5 s requests fail at
+    once without calling the provider; once it is back, service resumes by
+    itself with a refreshed token."""
+    kit: UpstreamKit = upstream.kit("flaky")
+    app = kit.spec.client_id
+    _, tokens = kit.sign_in()
+    te = tokens["access_token"]
+    session = kit.open_session(te)
+    assert kit.whoami(te, session)["login"] == kit.upstream_login
+    stale = kit.latest_ti()
+    kit.stack.gh.configure(app, outage=outage)
+    try:
+        kit.sleep_until_stale()
+        forwarded = len(kit.seen())
+        calls = kit.stack.gh.state(app)["token_requests"]
+        t0 = time.monotonic()
+        r = kit.call(te, session, "whoami")
+        failed_at, took = time.time(), time.monotonic() - t0
+        _assert_unavailable(r)
+        assert kit.stack.gh.state(app)["token_requests"] == calls + 1
+        if outage == "hang":
+            assert 0.9 <= took < 2.5, f"the refresh should give up after timeout_ms (1 s), took {took:.2f} s"
+        # Fail fast meanwhile: no call to the provider, no waiting.
+        t0 = time.monotonic()
+        _assert_unavailable(kit.call(te, session, "whoami"))
+        fast = time.monotonic() - t0
+        assert fast < 0.5
+        assert kit.stack.gh.state(app)["token_requests"] == calls + 1, "the provider was called during the backoff"
+        assert len(kit.seen()) == forwarded, "a request went to the MCP server without a fresh upstream token"
+    finally:
+        kit.stack.gh.configure(app, outage=None)
+    time.sleep(max(0.0, failed_at + BACKOFF_S + 0.3 - time.time()))
+    t0 = time.monotonic()
+    assert kit.whoami(te, session)["login"] == kit.upstream_login
+    print(f"\n[measured] outage {outage}: the failing refresh answered 503 after {took * 1000:.0f} ms, a request "
+          f"during the backoff after {fast * 1000:.1f} ms; {BACKOFF_S} s later the first request refreshed and "
+          f"succeeded in {(time.monotonic() - t0) * 1000:.0f} ms")
+    fresh = kit.latest_ti()
+    assert fresh["access_token"] != stale["access_token"]
+    assert kit.seen()[-1]["authorization_sha256"] == fingerprint(fresh["access_token"])
+
+
+def test_requests_wait_for_the_one_slow_refresh(upstream) -> None:
+    """The refresh takes 800 ms: 8 requests arriving meanwhile on both
+    workers are parked, not sent to the provider, and go on together with
+    the new token as soon as it is stored."""
+    kit: UpstreamKit = upstream.kit("slow")
+    _, tokens = kit.sign_in()
+    te = tokens["access_token"]
+    session = kit.open_session(te)
+    pinned = kit.pinned_clients(te, session, 12)
+    clients = spread_over_workers(pinned, 8)
+    workers = {w for c, w in pinned if c in clients}
+    kit.sleep_until_expired()
+    before = kit.stack.gh.state(kit.spec.client_id)["refreshes"]
+    burst = whoami_burst(kit, te, session, clients)
+    assert all(a["login"] == kit.upstream_login for a in burst.answers), burst.answers
+    assert kit.stack.gh.state(kit.spec.client_id)["refreshes"] == before + 1
+    assert len(burst.holds) == 8, "the access log lacks the burst's requests"
+    assert min(burst.holds) >= 0.75, f"a request went on before the 800 ms refresh ended: {burst.summary()}"
+    assert max(burst.resumes) - min(burst.resumes) < 0.25, f"parked requests were slow to wake: {burst.summary()}"
+    arrived = [r for r in kit.seen() if r["x-test-id"] in set(burst.test_ids)]
+    assert {r["authorization_sha256"] for r in arrived} == {fingerprint(kit.latest_ti()["access_token"])}
+    print(f"\n[measured] route slow (800 ms refresh), 8 concurrent requests on an expired token over workers "
+          f"{sorted(workers)}: 1 refresh; {burst.summary()}")
+    for c, _ in pinned:
+        c.close()
