@@ -81,6 +81,14 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
             "an MCP POST must have Content-Type: application/json".into(),
         ));
     }
+    if let Some(problem) = &inspection.header_problem {
+        return refuse(rpc_error(
+            400,
+            Value::Null,
+            HEADER_MISMATCH,
+            format!("HeaderMismatch: {problem}"),
+        ));
+    }
     if body.len() > settings.max_request_bytes {
         return refuse(rpc_error(
             413,
@@ -157,19 +165,21 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
                     (d.allowed, d.rule)
                 }
             };
-            log::info!(
-                "{}",
-                audit::message(
-                    route_cfg,
-                    user,
-                    e.method.as_deref(),
-                    e.tool.as_deref(),
-                    e.arguments.as_ref(),
-                    allowed,
-                    &rule,
-                    settings.audit_arguments
-                )
-            );
+            if settings.audit {
+                log::info!(
+                    "{}",
+                    audit::message(
+                        route_cfg,
+                        user,
+                        e.method.as_deref(),
+                        e.tool.as_deref(),
+                        e.arguments.as_ref(),
+                        allowed,
+                        &rule,
+                        settings.audit_arguments
+                    )
+                );
+            }
             (allowed, rule)
         })
         .collect();

@@ -89,6 +89,8 @@ impl<'a> Ctx<'a> {
 /// Envoy's header map); values are bytes, since HTTP allows obs-text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The headers end the request: there is no body.
+    pub end_of_stream: bool,
     pub method: String,
     pub path: String,
     pub authority: String,
@@ -171,6 +173,9 @@ pub struct Passage {
 /// The request headers the body is checked against.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Inspection {
+    /// A mirrored header (`Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version`)
+    /// sent twice or not as text: refused, never read as absent.
+    pub header_problem: Option<String>,
     pub content_type: Option<String>,
     pub protocol: Option<String>,
     pub mcp_method: Option<String>,

@@ -1,7 +1,7 @@
 //! Requests to the MCP server: a valid access token of this route, for a
 //! grant that still stands, or the RFC 9728 challenge.
 
-use super::{Ctx, Inspection, Outcome, Passage, RequestHead, upstream};
+use super::{Ctx, Effect, Inspection, Outcome, Passage, RequestHead, Stage, inspect, upstream};
 use crate::config::Route;
 use crate::oauth::access_token;
 use crate::oauth::clients::store_error;
@@ -29,13 +29,43 @@ pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &Request
         .into();
     }
     let inspect = (head.method == "POST").then(|| {
+        let mut problems = Vec::new();
+        let mut mirrored = |name: &str| match mirrored_header(head, name) {
+            Ok(v) => v,
+            Err(why) => {
+                problems.push(why);
+                None
+            }
+        };
+        let protocol = mirrored("mcp-protocol-version");
+        let mcp_method = mirrored("mcp-method");
+        let mcp_name = mirrored("mcp-name");
         Box::new(Inspection {
+            header_problem: (!problems.is_empty()).then(|| problems.join("; ")),
             content_type: head.header("content-type").map(str::to_string),
-            protocol: head.header("mcp-protocol-version").map(str::to_string),
-            mcp_method: head.header("mcp-method").map(str::to_string),
-            mcp_name: head.header("mcp-name").map(str::to_string),
+            protocol,
+            mcp_method,
+            mcp_name,
         })
     });
+    // A POST without a body has no message to judge: refused like any bad body.
+    if head.end_of_stream && inspect.is_some() {
+        let stage = Stage::Forwarded {
+            route: ctx.filter.route_index(&route.name).unwrap_or_default(),
+            sub: None,
+            allow_origin: None,
+            passage: Passage {
+                user: Some(Box::new(grant.user.clone())),
+                inspect: inspect.clone(),
+                tools_list: Vec::new(),
+            },
+        };
+        if let Some(Effect::SendReply(reply)) =
+            inspect::judge(ctx, &stage, b"").effects.into_iter().next()
+        {
+            return reply.into();
+        }
+    }
     let sub = grant.user.sub.clone();
     let passage = Passage {
         user: Some(Box::new(grant.user)),
@@ -74,6 +104,18 @@ fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<Grant, 
         _ => Err(Check::Failure(Failure::InvalidToken(
             "the token's grant has been revoked",
         ))),
+    }
+}
+
+/// A header that must occur at most once and be text.
+fn mirrored_header(head: &RequestHead, name: &str) -> Result<Option<String>, String> {
+    match head.header_count(name) {
+        0 => Ok(None),
+        1 => head
+            .header(name)
+            .map(|v| Some(v.to_string()))
+            .ok_or_else(|| format!("the {name} header is not valid text")),
+        _ => Err(format!("the {name} header is sent more than once")),
     }
 }
 

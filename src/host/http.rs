@@ -200,7 +200,7 @@ impl Context for Request {
 }
 
 impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(filter) = self.filter.clone() else {
             self.fail_closed("no valid configuration");
             return Action::Pause;
@@ -209,7 +209,8 @@ impl HttpContext for Request {
             self.fail_closed("could not read the request headers");
             return Action::Pause;
         };
-        let head = RequestHead::from_pairs(pairs);
+        let mut head = RequestHead::from_pairs(pairs);
+        head.end_of_stream = end_of_stream;
         action(self.step(
             &filter,
             Box::new(move |ctx, _| flow::on_request_headers(ctx, &head)),
@@ -257,6 +258,44 @@ impl HttpContext for Request {
         );
         // The filter answered; the body never goes upstream.
         Action::Pause
+    }
+
+    /// Trailers end a request whose body the filter holds (HTTP/2, or
+    /// chunked HTTP/1.1): the body callback never sees `end_of_stream`, so
+    /// the body is judged here; left to the default, Envoy would forward it
+    /// unjudged.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.sync_woken();
+        let holds_body = match &self.stage {
+            Stage::ReadingBody { .. } => true,
+            Stage::Forwarded { passage, .. } => passage.inspect.is_some(),
+            _ => false,
+        };
+        if !holds_body {
+            return Action::Continue;
+        }
+        let Some(filter) = self.filter.clone() else {
+            return Action::Pause;
+        };
+        // Up to one byte past the limit, enough for the core to refuse a larger body.
+        let limit = filter
+            .config
+            .mcp
+            .max_request_bytes
+            .max(flow::MAX_ENDPOINT_BODY_BYTES)
+            + 1;
+        let body = abi::buffer(BufferType::HttpRequestBody, 0, limit).unwrap_or_default();
+        let reading_body = matches!(self.stage, Stage::ReadingBody { .. });
+        let next = self.step(
+            &filter,
+            Box::new(move |ctx, stage| flow::on_request_body(ctx, stage, &body)),
+        );
+        // The filter's own endpoints never go upstream.
+        if reading_body {
+            Action::Pause
+        } else {
+            action(next)
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -42,8 +42,6 @@ def _run(tmp_path: Path, idp: Idp, mcp_server: McpServer, port: int, audit: dict
         assert not panics, "wasm panics or traps:\n" + "\n".join(panics)
 
 
-@pytest.mark.xfail(strict=True, reason="filter bug: mcp.audit.enabled is parsed but never consulted "
-                   "(src/flow/inspect.rs logs every message unconditionally)")
 def test_audit_disabled_logs_no_record(tmp_path: Path, idp: Idp, mcp_server: McpServer,
                                        listen_ports: dict[str, int], test_id: str) -> None:
     records = _run(tmp_path, idp, mcp_server, listen_ports["audit_off"], {"enabled": False}, test_id)

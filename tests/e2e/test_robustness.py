@@ -18,13 +18,6 @@ from harness.upstream import UpstreamKit
 
 OBS_TEXT = b"\xff\xfe caf\xe9"
 
-# Filter bug (reported): src/flow/protect.rs reads Mcp-Method / Mcp-Name with
-# RequestHead::header(), which returns None for a header that is repeated or
-# not UTF-8, so such a header counts as absent: before MCP 2026-07-28 the
-# request is forwarded unchecked, headers included. Strict: the test fails
-# as soon as the filter refuses them, and the marker must go.
-MIRROR_BUG = pytest.mark.xfail(strict=True, reason="filter bug: a repeated or non-UTF-8 Mcp-Name/Mcp-Method "
-                               "header is treated as absent and forwarded unchecked")
 
 
 @dataclass
@@ -148,7 +141,6 @@ def test_obs_text_in_cookie_and_query_of_the_oauth_endpoints(signed_in) -> None:
         assert 400 <= r.status < 500, (path, r)
 
 
-@MIRROR_BUG
 def test_obs_text_in_mirrored_mcp_headers(signed_in) -> None:
     """Mcp-Method / Mcp-Name that are not text can't mirror the body: refused
     (a header present is checked, MCP 2026-07-28), never forwarded unchecked."""
@@ -161,7 +153,6 @@ def test_obs_text_in_mirrored_mcp_headers(signed_in) -> None:
         assert not kit.mcp_server.saw_test_id(tid), f"{name!r} with obs-text was forwarded unchecked"
 
 
-@MIRROR_BUG
 def test_repeated_mirrored_mcp_headers(signed_in) -> None:
     """Two Mcp-Name headers (echo, admin_reset) with an echo body: a server or
     proxy behind the filter reading the second would see a name policy never
