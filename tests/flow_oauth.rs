@@ -487,3 +487,43 @@ fn maintenance_tick_warms_the_identity_provider_caches() {
     ctx.now += maintenance::IDP_CACHE_SECONDS - 300;
     assert_eq!(maintenance::tick(&mut ctx)[0].0, Purpose::Discovery);
 }
+
+#[test]
+fn a_guessed_refresh_token_does_not_revoke_the_grant() {
+    let mut w = World::new(json!({}));
+    let client = w.public_client();
+    let code = w.code_for(&client, "verifier-verifier-verifier-verifier-verifier-1");
+    let (_, tokens) = w.redeem(
+        &client,
+        &code,
+        "verifier-verifier-verifier-verifier-verifier-1",
+    );
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    let gid = rt.split('.').next().unwrap();
+    let refresh = |w: &mut World, rt: &str| {
+        w.post_form(
+            "/.oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", &client),
+            ],
+        )
+        .json()
+    };
+    let (status, err) = refresh(&mut w, &format!("{gid}.not-the-secret"));
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // The real token still works: a guess is no replay.
+    let (status, next) = refresh(&mut w, &rt);
+    assert_eq!(status, 200, "{next}");
+    // A token two rotations old is a replay: the family goes.
+    let (_, third) = refresh(&mut w, next["refresh_token"].as_str().unwrap());
+    w.now += 11;
+    let (status, _) = refresh(&mut w, &rt);
+    assert_eq!(status, 400);
+    let (status, _) = refresh(&mut w, third["refresh_token"].as_str().unwrap());
+    assert_eq!(status, 400, "the family was revoked");
+}

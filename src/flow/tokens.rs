@@ -260,6 +260,7 @@ fn redeem_code(
         scope: record.scope,
         current_refresh: crypto::sha256_b64url(refresh_token.as_bytes()),
         previous_refresh: None,
+        retired_refresh: Vec::new(),
         rotated_at: ctx.now,
         last_answer: None,
         revoked: false,
@@ -390,6 +391,14 @@ fn refresh(
                 })?;
             let new_refresh = format!("{gid}.{}", ctx.token(32));
             let answer = token_answer(ctx, target, &grant, &gid, Some(&new_refresh))?;
+            if let Some(older) = grant.previous_refresh.take() {
+                grant.retired_refresh.push(older);
+                let excess = grant
+                    .retired_refresh
+                    .len()
+                    .saturating_sub(RETIRED_REFRESH_KEPT);
+                grant.retired_refresh.drain(..excess);
+            }
             grant.previous_refresh = Some(std::mem::replace(
                 &mut grant.current_refresh,
                 crypto::sha256_b64url(new_refresh.as_bytes()),
@@ -411,6 +420,15 @@ fn refresh(
         {
             return Ok(answer);
         }
+        let is_retired = is_previous
+            || grant
+                .retired_refresh
+                .iter()
+                .any(|h| crate::secret::constant_time_eq(h.as_bytes(), presented_hash.as_bytes()));
+        if !is_retired {
+            // Never issued: a guess (the grant id is no secret), not a replay. No side effects.
+            return Err(unknown());
+        }
         // OAuth 2.1 4.3.1: a rotated refresh token used again means it leaked: revoke the family.
         log::warn!(
             "refresh token reuse: grant of user {} client {} revoked",
@@ -426,6 +444,9 @@ fn refresh(
         "the grant is changing too fast; try again",
     ))
 }
+
+/// How many rotated refresh tokens a grant remembers, to tell a replay from a guess.
+const RETIRED_REFRESH_KEPT: usize = 16;
 
 /// Marks a grant revoked: its refresh tokens and access tokens stop working.
 fn revoke_grant(ctx: &mut Ctx<'_>, gid: &str) {

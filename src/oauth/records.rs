@@ -142,6 +142,10 @@ pub struct Grant {
     pub previous_refresh: Option<String>,
     #[serde(default)]
     pub rotated_at: u64,
+    /// SHA-256 of older refresh tokens of this family: presenting one of
+    /// these (not an unknown token) is what proves a leak.
+    #[serde(default)]
+    pub retired_refresh: Vec<String>,
     /// The answer given for the last rotation, repeated to a benign retry within the grace.
     #[serde(default)]
     pub last_answer: Option<Value>,

@@ -194,10 +194,13 @@ pub fn parse_answer(answer: &CallResponse) -> Result<IssuedToken, TokenCallError
         return Err(TokenCallError::ClientAuthentication("HTTP 401".into()));
     }
     if !answer.is_success() {
-        return Err(TokenCallError::Refused {
-            error: format!("HTTP {}", answer.status),
-            description: None,
-        });
+        // Only an OAuth error code (above) says the grant is gone. A 4xx
+        // without one (429 rate limit, 408, a proxy's 403) is no verdict on
+        // the refresh token: try again later rather than forget it.
+        return Err(TokenCallError::Unavailable(format!(
+            "HTTP {} without an OAuth error",
+            answer.status
+        )));
     }
     let access_token = text("access_token")
         .filter(|t| !t.is_empty())
@@ -343,6 +346,13 @@ mod tests {
             parse_answer(&answer(503, "text/plain", "down")),
             Err(TokenCallError::Unavailable(_))
         ));
+        // A 4xx without an OAuth error is no verdict on the grant.
+        for status in [408, 429, 403] {
+            assert!(matches!(
+                parse_answer(&answer(status, "text/html", "<h1>busy</h1>")),
+                Err(TokenCallError::Unavailable(_))
+            ));
+        }
         assert!(matches!(
             parse_answer(&CallResponse::failed()),
             Err(TokenCallError::Unavailable(_))

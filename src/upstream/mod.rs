@@ -56,7 +56,10 @@ impl StoredToken {
         StoredToken {
             access_token: issued.access_token,
             refresh_token: issued.refresh_token.or(previous_refresh),
-            expires_at: issued.expires_in.map(|e| now + e),
+            // A year at most: an absurd expires_in must not overflow or outlive the refresh token.
+            expires_at: issued
+                .expires_in
+                .map(|e| now.saturating_add(e.min(365 * 86_400))),
             scope: issued.scope,
             failed_at: None,
         }
