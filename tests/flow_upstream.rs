@@ -288,3 +288,31 @@ fn mcp_server_refusing_the_token_restarts_consent() {
     // The token is forgotten: the next request gets the challenge.
     assert_eq!(w.mcp("/gh", &te).reply().status, 401);
 }
+
+#[test]
+fn a_late_refusal_does_not_delete_a_newer_token() {
+    let mut w = World::new(json!({}));
+    let te = w.tokens_for(GH)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.now += w.up.ttl;
+    let slow = w.start_mcp("/gh", &te);
+    assert!(matches!(slow.stage, Stage::Waiting { .. }));
+    // The holder outlives its lock (it can't with Envoy's timeouts, but say it did):
+    // another request takes over and refreshes first.
+    w.now += 21;
+    let fast = w.start_mcp("/gh", &te);
+    assert!(
+        matches!(fast.stage, Stage::Waiting { .. }),
+        "{:?}",
+        fast.stage
+    );
+    let done = w.answer_upstream(&fast);
+    assert!(matches!(done.stage, Stage::Forwarded { .. }));
+    // The slow refresh used the same (now rotated) refresh token: refused.
+    let late = w.answer_upstream(&slow);
+    assert!(matches!(late.stage, Stage::Answered));
+    // The newer token survived.
+    assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
+}

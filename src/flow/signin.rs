@@ -59,12 +59,7 @@ pub enum Wait {
         credentials: crate::upstream::client::CredentialsIn,
     },
     /// The upstream provider's answer to a refresh (this request holds the lock).
-    UpstreamRefresh {
-        sub: String,
-        credentials: crate::upstream::client::CredentialsIn,
-        deadline: u64,
-        passage: super::Passage,
-    },
+    UpstreamRefresh(super::upstream::Refreshing),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -483,12 +478,9 @@ pub(super) fn resume(
             code,
             credentials,
         } => upstream::code_answer(ctx, login, code, credentials, answer),
-        Wait::UpstreamRefresh {
-            sub,
-            credentials,
-            deadline,
-            passage,
-        } => upstream::refresh_answer(ctx, route, sub, credentials, deadline, passage, answer),
+        Wait::UpstreamRefresh(refreshing) => {
+            upstream::refresh_answer(ctx, route, refreshing, answer)
+        }
         Wait::ClientDocument { request, cookies } => {
             let client_id = request.client_id.clone().unwrap_or_default();
             if !answer.is_success() {

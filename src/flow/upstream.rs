@@ -16,7 +16,7 @@ use crate::reply::{Failure, Reply, reply_for};
 use crate::routing::endpoints;
 use crate::upstream::client::{self, CredentialsIn, TokenCallError};
 use crate::upstream::{
-    FAILURE_BACKOFF_SECONDS, LOCK_SECONDS, Lock, StoredToken, UpstreamLogin, first_attempt, ns,
+    FAILURE_BACKOFF_SECONDS, Lock, StoredToken, UpstreamLogin, first_attempt, lock_seconds, ns,
     token_key,
 };
 
@@ -247,6 +247,20 @@ pub(super) fn code_answer(
     }
 }
 
+/// A refresh in flight, held by this request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refreshing {
+    pub sub: String,
+    pub credentials: CredentialsIn,
+    pub deadline: u64,
+    /// What the request carries on with once refreshed.
+    pub passage: Passage,
+    /// The owner id of the lock this request holds.
+    pub lock: String,
+    /// SHA-256 of the refresh token sent.
+    pub used: String,
+}
+
 /// A request that waits for another request's refresh of the same token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parked {
@@ -355,15 +369,16 @@ pub(super) fn inject(
             passage,
         });
     }
+    let hold = lock_seconds(up.timeout_ms);
+    let owner = ctx.token(12);
     let mine = Lock {
-        until: now + LOCK_SECONDS,
+        until: now + hold,
+        owner: owner.clone(),
     };
     let taken = match &lock {
         // An expired lock: its holder died; take it over.
-        Some(old) => ctx
-            .vault()
-            .put(ns::LOCK, &key, &mine, LOCK_SECONDS, old.cas),
-        None => ctx.vault().insert_new(ns::LOCK, &key, &mine, LOCK_SECONDS),
+        Some(old) => ctx.vault().put(ns::LOCK, &key, &mine, hold, old.cas),
+        None => ctx.vault().insert_new(ns::LOCK, &key, &mine, hold),
     };
     match taken {
         Ok(()) => {}
@@ -381,12 +396,14 @@ pub(super) fn inject(
     let call = client::refresh_call(up, &refresh_token, credentials);
     Outcome::Call(
         call,
-        Box::new(Wait::UpstreamRefresh {
+        Box::new(Wait::UpstreamRefresh(Refreshing {
             sub: sub.to_string(),
             credentials,
             deadline,
             passage,
-        }),
+            lock: owner,
+            used: crypto::sha256_b64url(refresh_token.as_bytes()),
+        })),
     )
 }
 
@@ -394,16 +411,38 @@ fn remove(ctx: &mut Ctx<'_>, namespace: &str, key: &str) -> Result<(), crate::st
     ctx.vault().remove(namespace, key, 0)
 }
 
+/// Releases the refresh lock if this request still holds it.
+fn release(ctx: &mut Ctx<'_>, key: &str, owner: &str) {
+    let held = ctx.vault().get::<Lock>(ns::LOCK, key).ok().flatten();
+    if let Some(lock) = held.filter(|l| l.value.owner == owner) {
+        let _ = ctx.vault().remove(ns::LOCK, key, lock.cas);
+    }
+}
+
+/// The stored token, if it still holds the refresh token this request used
+/// (else someone else refreshed meanwhile, and their result stands).
+fn still_ours(current: &Option<crate::store::Versioned<StoredToken>>, used: &str) -> bool {
+    current.as_ref().is_some_and(|c| {
+        c.value
+            .refresh_token
+            .as_deref()
+            .is_some_and(|rt| crypto::sha256_b64url(rt.as_bytes()) == used)
+    })
+}
+
 /// The provider answered a refresh. The lock is released whatever happened.
 pub(super) fn refresh_answer(
     ctx: &mut Ctx<'_>,
     route: &Route,
-    sub: String,
-    credentials: CredentialsIn,
-    deadline: u64,
-    passage: Passage,
+    refreshing: Refreshing,
     answer: &crate::outbound::CallResponse,
 ) -> Outcome {
+    let (sub, credentials, lock, used) = (
+        refreshing.sub.clone(),
+        refreshing.credentials,
+        refreshing.lock.clone(),
+        refreshing.used.clone(),
+    );
     let Some(up) = &route.upstream else {
         return OAuthError::server_error("the route no longer uses an upstream provider").into();
     };
@@ -418,13 +457,15 @@ pub(super) fn refresh_answer(
         Ok(issued) => {
             remember_style(ctx, route, credentials);
             let previous_refresh = current.and_then(|c| c.value.refresh_token);
+            // Stored unconditionally: the provider just rotated the refresh token
+            // for us, so ours is the one that works now.
             let token = StoredToken::from_issued(issued, previous_refresh, now);
             // Rotated refresh tokens are single use: the new one must be stored before anyone else refreshes.
             match ctx
                 .vault()
                 .put(ns::TOKEN, &key, &token, token.keep_seconds(now), 0)
             {
-                Ok(()) => forward_with(&token, &sub, passage),
+                Ok(()) => forward_with(&token, &sub, refreshing.passage.clone()),
                 Err(e) => store_error(e).into(),
             }
         }
@@ -440,12 +481,10 @@ pub(super) fn refresh_answer(
             // Still holding the lock.
             return Outcome::Call(
                 call,
-                Box::new(Wait::UpstreamRefresh {
-                    sub,
+                Box::new(Wait::UpstreamRefresh(Refreshing {
                     credentials: CredentialsIn::Body,
-                    deadline,
-                    passage,
-                }),
+                    ..refreshing
+                })),
             );
         }
         Err(e @ TokenCallError::Refused { .. }) => {
@@ -453,7 +492,10 @@ pub(super) fn refresh_answer(
                 "upstream refresh refused for route {} ({e}): the user must authorize again",
                 route.name
             );
-            let _ = remove(ctx, ns::TOKEN, &key);
+            // Only if nobody refreshed meanwhile: a newer token stands.
+            if still_ours(&current, &used) {
+                let _ = remove(ctx, ns::TOKEN, &key);
+            }
             challenge(
                 ctx,
                 route,
@@ -485,7 +527,7 @@ pub(super) fn refresh_answer(
             unavailable(&format!("{e}; try again shortly"))
         }
     };
-    let _ = remove(ctx, ns::LOCK, &key);
+    release(ctx, &key, &lock);
     outcome
 }
 

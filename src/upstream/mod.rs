@@ -21,8 +21,12 @@ pub mod ns {
     pub const STYLE: &str = "ti_style";
 }
 
-/// How long a refresh may hold the lock before another request may take over.
-pub const LOCK_SECONDS: u64 = 30;
+/// How long a refresh may hold the lock before another request may take
+/// over: longer than the refresh can take (two calls with `auth_style: auto`,
+/// each bounded by the endpoint's timeout), so a live holder never loses it.
+pub fn lock_seconds(timeout_ms: u64) -> u64 {
+    2 * timeout_ms.div_ceil(1000) + 10
+}
 /// After a failed refresh (provider down), requests fail fast for this long
 /// instead of each trying again.
 pub const FAILURE_BACKOFF_SECONDS: u64 = 5;
@@ -84,6 +88,9 @@ impl StoredToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
     pub until: u64,
+    /// A random id of the holder: only the holder releases it.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// An upstream consent in progress: what to finish when the provider sends
