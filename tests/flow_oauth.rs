@@ -301,6 +301,65 @@ fn consent_needs_its_csrf_token_and_deny_is_access_denied() {
             None,
         )
         .reply();
+    // Refused: the sign-in cookie was spent by the first callback.
+    assert_eq!(r.status, 403);
+    // And with the cookie back (a replay from the same browser), refused as completed.
+    w.cookies.insert("mcpof_login".into(), "replayed".into());
+    let r = w
+        .send(
+            "GET",
+            &format!("/.oauth/callback?code=c&state={state}"),
+            &[],
+            None,
+        )
+        .reply();
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn the_callback_must_come_back_to_the_browser_that_left() {
+    let mut w = World::new(json!({}));
+    let client = w.public_client();
+    let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-1");
+    // The first request fetches (and caches) the identity provider's discovery document.
+    w.send(
+        "GET",
+        &World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/mcp"),
+        &[],
+        None,
+    )
+    .location();
+    let before = w.kv.non_empty_len();
+    let location = w
+        .send(
+            "GET",
+            &World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/mcp"),
+            &[],
+            None,
+        )
+        .location();
+    let state = query_param(&location, "state").unwrap();
+    // Nothing is stored for an anonymous browser.
+    assert_eq!(
+        w.kv.non_empty_len(),
+        before,
+        "an anonymous /authorize wrote to the store"
+    );
+    // Another browser (the victim of a login CSRF) follows the callback link.
+    w.cookies.clear();
+    let r = w
+        .send(
+            "GET",
+            &format!("/.oauth/callback?code=c&state={state}"),
+            &[],
+            None,
+        )
+        .reply();
+    assert_eq!(r.status, 403);
+    // A state that is not the filter's own is refused too.
+    let r = w
+        .send("GET", "/.oauth/callback?code=c&state=forged", &[], None)
+        .reply();
     assert_eq!(r.status, 400);
 }
 

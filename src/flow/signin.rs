@@ -64,8 +64,8 @@ pub enum Wait {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AfterDiscovery {
-    RedirectToIdp { pending_id: String },
-    Exchange { login: Login, code: String },
+    RedirectToIdp { pending: Box<PendingAuthorization> },
+    Exchange { login: Box<Login>, code: String },
 }
 
 /// The authorization request's parameters (RFC 6749 4.1.1, RFC 7636 4.3, RFC 8707 2).
@@ -296,13 +296,7 @@ fn continue_authorize(
         }
         return after_sign_in(ctx, target, &pending_id, &pending, &session.user).into();
     }
-    if let Err(e) = ctx
-        .vault()
-        .put(ns::PENDING, &pending_id, &pending, PENDING_TTL_SECONDS, 0)
-    {
-        return store_error(e).into();
-    }
-    start_sign_in(ctx, route, pending_id)
+    start_sign_in(ctx, route, pending)
 }
 
 /// The browser's session, if its cookie opens and the session still stands.
@@ -327,13 +321,15 @@ fn cached_discovery(ctx: &mut Ctx<'_>) -> Option<Discovery> {
         .map(|d| d.value)
 }
 
-fn start_sign_in(ctx: &mut Ctx<'_>, route: &Route, pending_id: String) -> Outcome {
+fn start_sign_in(ctx: &mut Ctx<'_>, route: &Route, pending: PendingAuthorization) -> Outcome {
     match cached_discovery(ctx) {
-        Some(discovery) => redirect_to_idp(ctx, route, pending_id, &discovery),
+        Some(discovery) => redirect_to_idp(ctx, route, pending, &discovery),
         None => call_out(
             oidc::discovery_call(&ctx.config().identity_provider),
             Wait::Discovery {
-                then: AfterDiscovery::RedirectToIdp { pending_id },
+                then: AfterDiscovery::RedirectToIdp {
+                    pending: Box::new(pending),
+                },
             },
         ),
     }
@@ -346,32 +342,37 @@ fn callback_uri(route: &Route) -> String {
 fn redirect_to_idp(
     ctx: &mut Ctx<'_>,
     route: &Route,
-    pending_id: String,
+    pending: PendingAuthorization,
     discovery: &Discovery,
 ) -> Outcome {
-    let login_id = ctx.token(24);
+    let Some(key) = ctx.config().keys.encryption.first() else {
+        return sign_in_failed("No encryption key");
+    };
+    let browser_key = ctx.token(24);
     let verifier = ctx.token(32);
     let login = Login {
-        pending: pending_id,
+        pending,
         nonce: ctx.token(24),
         code_verifier: verifier.clone(),
         route: route.name.clone(),
+        exp: ctx.now + PENDING_TTL_SECONDS,
+        browser: crypto::sha256_b64url(browser_key.as_bytes()),
     };
-    if let Err(e) = ctx
-        .vault()
-        .put(ns::LOGIN, &login_id, &login, PENDING_TTL_SECONDS, 0)
-    {
-        return store_error(e).into();
-    }
+    let state = session::seal_state(&login, key, &mut *ctx.random);
     let url = oidc::authorization_url(
         &ctx.config().identity_provider,
         discovery,
         &callback_uri(route),
-        &login_id,
+        &state,
         &login.nonce,
         &crypto::sha256_b64url(verifier.as_bytes()),
     );
-    redirect(&url).into()
+    redirect(&url)
+        .header(
+            "set-cookie",
+            session::set_login_cookie(route, &browser_key, PENDING_TTL_SECONDS),
+        )
+        .into()
 }
 
 fn sign_in_failed(message: &str) -> Outcome {
@@ -393,38 +394,40 @@ pub(super) fn callback(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> 
     let Some(state) = params.get("state") else {
         return bad_request_page("The identity provider's answer has no state.");
     };
-    let found = match ctx.vault().get::<Login>(ns::LOGIN, state) {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            return bad_request_page(
-                "This sign-in has expired or was already completed. Start again from your application.",
-            );
-        }
-        Err(e) => return store_error(e).into(),
+    let Some(login) =
+        session::open_state(state, &ctx.config().keys.encryption).filter(|l| l.exp > ctx.now)
+    else {
+        return bad_request_page(
+            "This sign-in has expired or is not one of this server's. Start again from your application.",
+        );
     };
-    // Single use: a replayed callback finds nothing.
-    if ctx.vault().remove(ns::LOGIN, state, found.cas).is_err() {
-        return bad_request_page("This sign-in was already completed.");
+    // The browser that comes back must be the one that left (login CSRF).
+    let browser = session::read_login_cookie(route, head.cookies().as_deref())
+        .map(|k| crypto::sha256_b64url(k.as_bytes()));
+    if !browser
+        .is_some_and(|b| crate::secret::constant_time_eq(b.as_bytes(), login.browser.as_bytes()))
+    {
+        return pages::error(
+            403,
+            "Sign-in refused",
+            "This sign-in was started in another browser (or its cookie expired). Start again from your application.",
+        )
+        .into();
     }
-    let login = found.value;
     if let Some(error) = params.get("error") {
         let description = params
             .get("error_description")
             .unwrap_or("the identity provider refused the sign-in");
-        return match pending_of(ctx, &login.pending) {
-            Some(p) => redirect_error(
-                &p.redirect_uri,
-                &OAuthError::access_denied(format!(
-                    "sign-in failed at the identity provider: {error}: {description}"
-                )),
-                p.state.as_deref(),
-                &route.origin,
-            )
-            .into(),
-            None => sign_in_failed(&format!(
-                "The identity provider refused the sign-in ({error})"
+        let p = &login.pending;
+        return redirect_error(
+            &p.redirect_uri,
+            &OAuthError::access_denied(format!(
+                "sign-in failed at the identity provider: {error}: {description}"
             )),
-        };
+            p.state.as_deref(),
+            &route.origin,
+        )
+        .into();
     }
     let Some(code) = params.get("code").map(str::to_string) else {
         return bad_request_page("The identity provider's answer has no code.");
@@ -434,18 +437,13 @@ pub(super) fn callback(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> 
         None => call_out(
             oidc::discovery_call(&ctx.config().identity_provider),
             Wait::Discovery {
-                then: AfterDiscovery::Exchange { login, code },
+                then: AfterDiscovery::Exchange {
+                    login: Box::new(login),
+                    code,
+                },
             },
         ),
     }
-}
-
-fn pending_of(ctx: &mut Ctx<'_>, id: &str) -> Option<PendingAuthorization> {
-    ctx.vault()
-        .get::<PendingAuthorization>(ns::PENDING, id)
-        .ok()
-        .flatten()
-        .map(|p| p.value)
 }
 
 fn exchange(ctx: &mut Ctx<'_>, login: Login, code: String, discovery: Discovery) -> Outcome {
@@ -522,10 +520,10 @@ pub(super) fn resume(
                 .vault()
                 .put(ns::OIDC, "discovery", &discovery, IDP_CACHE_SECONDS, 0);
             match then {
-                AfterDiscovery::RedirectToIdp { pending_id } => {
-                    redirect_to_idp(ctx, route, pending_id, &discovery)
+                AfterDiscovery::RedirectToIdp { pending } => {
+                    redirect_to_idp(ctx, route, *pending, &discovery)
                 }
-                AfterDiscovery::Exchange { login, code } => exchange(ctx, login, code, discovery),
+                AfterDiscovery::Exchange { login, code } => exchange(ctx, *login, code, discovery),
             }
         }
         Wait::IdpToken { login, discovery } => {
@@ -667,6 +665,22 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
     let Some(route) = config.route(&login.route) else {
         return sign_in_failed("The route of this sign-in is gone");
     };
+    // Each sign-in completes once: its state is marked used (only now,
+    // after the identity provider vouched for the user, so anonymous
+    // requests never write to the store).
+    let used = crypto::sha256_b64url(format!("{}|{}", login.nonce, login.browser).as_bytes());
+    match ctx
+        .vault()
+        .insert_new(ns::LOGIN, &used, &true, PENDING_TTL_SECONDS)
+    {
+        Ok(()) => {}
+        Err(crate::store::StoreError::CasMismatch) => {
+            return bad_request_page(
+                "This sign-in was already completed. Start again from your application.",
+            );
+        }
+        Err(e) => return store_error(e).into(),
+    }
     let sid = ctx.token(24);
     let now = ctx.now;
     if let Err(e) = ctx.vault().put(
@@ -699,32 +713,20 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
         user.sub,
         user.email.as_deref().unwrap_or("no email")
     );
-    let found = match ctx
-        .vault()
-        .get::<PendingAuthorization>(ns::PENDING, &login.pending)
-    {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return pages::error(400, "Authorization request expired", "You are signed in, but the application's request has expired. Start again from your application.")
-                .header("set-cookie", cookie)
-                .into();
-        }
-        Err(e) => return store_error(e).into(),
-    };
-    let mut pending = found.value;
+    let mut pending = login.pending;
     pending.sid = Some(sid);
-    if let Err(e) = ctx.vault().put(
-        ns::PENDING,
-        &login.pending,
-        &pending,
-        PENDING_TTL_SECONDS,
-        found.cas,
-    ) {
+    let pending_id = ctx.token(24);
+    if let Err(e) = ctx
+        .vault()
+        .put(ns::PENDING, &pending_id, &pending, PENDING_TTL_SECONDS, 0)
+    {
         return store_error(e).into();
     }
     let target = config.route(&pending.route).unwrap_or(route);
-    after_sign_in(ctx, target, &login.pending, &pending, &user)
+    after_sign_in(ctx, target, &pending_id, &pending, &user)
         .header("set-cookie", cookie)
+        // The sign-in cookie has done its job.
+        .header("set-cookie", session::set_login_cookie(route, "", 0))
         .into()
 }
 

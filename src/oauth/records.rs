@@ -11,6 +11,7 @@ pub mod ns {
     pub const CLIENT_DOCUMENT: &str = "cimd";
     pub const REGISTRATION_QUOTA: &str = "dcrq";
     pub const PENDING: &str = "pending";
+    /// Sign-ins completed (by the hash of their state): each completes once.
     pub const LOGIN: &str = "login";
     pub const SESSION: &str = "session";
     pub const CODE: &str = "code";
@@ -98,10 +99,16 @@ pub struct PendingAuthorization {
 /// A sign-in at the identity provider in progress (the OIDC `state`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Login {
-    pub pending: String,
+    /// The client's request, carried (sealed) through the sign-in: nothing
+    /// is stored for a browser that has not signed in yet.
+    pub pending: PendingAuthorization,
     pub nonce: String,
     pub code_verifier: String,
     pub route: String,
+    /// Unix seconds after which the sign-in can't complete.
+    pub exp: u64,
+    /// SHA-256 of the login cookie set in the browser that started it.
+    pub browser: String,
 }
 
 /// A signed-in browser.

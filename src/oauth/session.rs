@@ -64,6 +64,55 @@ pub fn read_cookie(
     serde_json::from_slice(&json).ok()
 }
 
+const LOGIN_STATE_AAD: &[u8] = b"mcp-oauth-filter login state";
+
+/// The sign-in cookie: ties the identity provider's redirect back to the
+/// browser that started the sign-in (no login CSRF, RFC 6749 10.12).
+pub fn login_cookie_name(route: &Route) -> &'static str {
+    if route.origin.starts_with("https:") {
+        "__Host-mcpof_login"
+    } else {
+        "mcpof_login"
+    }
+}
+
+pub fn set_login_cookie(route: &Route, value: &str, max_age: u64) -> String {
+    let secure = if route.origin.starts_with("https:") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        login_cookie_name(route)
+    )
+}
+
+pub fn read_login_cookie(route: &Route, cookie_header: Option<&str>) -> Option<String> {
+    let name = login_cookie_name(route);
+    cookie_header?
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The OIDC `state`: the sign-in in progress, sealed (and so opaque and
+/// unforgeable), so the filter stores nothing until the user has signed in.
+pub fn seal_state(
+    login: &crate::oauth::records::Login,
+    key: &KeyEntry,
+    random: &mut dyn Random,
+) -> String {
+    let json = serde_json::to_vec(login).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(crypto::seal(key, LOGIN_STATE_AAD, &json, random))
+}
+
+pub fn open_state(state: &str, keys: &[KeyEntry]) -> Option<crate::oauth::records::Login> {
+    let sealed = URL_SAFE_NO_PAD.decode(state).ok()?;
+    serde_json::from_slice(&crypto::open(keys, LOGIN_STATE_AAD, &sealed)?).ok()
+}
+
 /// The consent form's CSRF token: bound to the browser session and the
 /// pending request, so a forged form post from another site fails.
 pub fn csrf_token(key: &KeyEntry, sid: &str, pending: &str) -> String {
