@@ -414,21 +414,25 @@ fn registration_is_idempotent_validated_and_rate_limited() {
     let mut w = World::new(
         json!({"authorization_server": {"registration": {"dynamic": {"max_per_window": 2}}}}),
     );
-    let meta = json!({"redirect_uris": ["https://app.example.com/cb"], "client_name": "A"});
-    let (s1, a) = w.register(meta.clone());
-    let (s2, b) = w.register(meta);
+    // Public clients: the same metadata is the same client (no quota used twice).
+    let public = json!({"redirect_uris": ["https://app.example.com/cb"], "client_name": "A", "token_endpoint_auth_method": "none"});
+    let (s1, a) = w.register(public.clone());
+    let (s2, b) = w.register(public);
     assert_eq!((s1, s2), (201, 201));
     assert_eq!(a["client_id"], b["client_id"]);
-    assert_eq!(a["client_secret"], b["client_secret"]);
-    assert_eq!(a["token_endpoint_auth_method"], "client_secret_basic");
+    assert!(a.get("client_secret").is_none());
+    // Confidential clients: a new client and secret each time, so nobody
+    // learns another's secret by registering the same metadata.
+    let confidential = json!({"redirect_uris": ["https://b.example.com/cb"]});
+    let (s, c) = w.register(confidential.clone());
+    assert_eq!(s, 201);
+    assert_eq!(c["token_endpoint_auth_method"], "client_secret_basic");
     let (s, e) = w.register(json!({"redirect_uris": ["http://app.example.com/cb"]}));
     assert_eq!(
         (s, e["error"].as_str()),
         (400, Some("invalid_redirect_uri"))
     );
-    let (s, _) = w.register(json!({"redirect_uris": ["https://b.example.com/cb"]}));
-    assert_eq!(s, 201);
-    let (s, e) = w.register(json!({"redirect_uris": ["https://c.example.com/cb"]}));
+    let (s, e) = w.register(confidential);
     assert_eq!(
         (s, e["error"].as_str()),
         (429, Some("temporarily_unavailable"))
@@ -438,9 +442,14 @@ fn registration_is_idempotent_validated_and_rate_limited() {
 #[test]
 fn confidential_client_authenticates() {
     let mut w = World::new(json!({}));
-    let (_, reg) = w.register(json!({"redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"]}));
+    let meta = json!({"redirect_uris": [REDIRECT], "grant_types": ["authorization_code", "refresh_token"]});
+    let (_, reg) = w.register(meta.clone());
     let id = reg["client_id"].as_str().unwrap().to_string();
     let secret = reg["client_secret"].as_str().unwrap().to_string();
+    // Registering the same metadata again yields another client, not this one's secret.
+    let (_, other) = w.register(meta);
+    assert_ne!(other["client_id"], reg["client_id"]);
+    assert_ne!(other["client_secret"], reg["client_secret"]);
     let code = w.code_for(&id, "verifier-verifier-verifier-verifier-verifier-1");
     use base64::Engine;
     let basic = format!(

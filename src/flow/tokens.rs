@@ -72,7 +72,7 @@ fn authenticate_client(
         (registered, used, Some(secret))
             if registered == used && registered != ClientAuth::None =>
         {
-            if !clients::secret_matches(&ctx.config().keys.token_signing, &client_id, &secret) {
+            if !clients::secret_matches(&client, &secret) {
                 return Err(OAuthError::invalid_client("client authentication failed"));
             }
         }
@@ -108,6 +108,7 @@ fn find_client(ctx: &mut Ctx<'_>, client_id: &str) -> Result<Option<Client>, OAu
             client_name: None,
             client_uri: None,
             scope: None,
+            secret_hash: None,
             verified_document: true,
             issued_at: 0,
             last_used: 0,
@@ -511,5 +512,9 @@ pub(super) fn revoke(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead, body:
 pub(super) fn register(ctx: &mut Ctx<'_>, _head: &RequestHead, body: &[u8]) -> Outcome {
     let now = ctx.now;
     let filter = ctx.filter;
-    clients::register(body, &filter.config, &mut ctx.vault(), now).into()
+    let fresh = clients::Fresh {
+        id: ctx.token(16),
+        secret: ctx.token(32),
+    };
+    clients::register(body, &filter.config, &mut ctx.vault(), now, fresh).into()
 }

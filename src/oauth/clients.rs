@@ -8,7 +8,7 @@ use url::Url;
 use super::error::OAuthError;
 use super::records::{Client, ClientAuth, ns};
 use super::redirect_uri;
-use crate::config::{Config, KeyEntry, MetadataDocuments};
+use crate::config::{Config, MetadataDocuments};
 use crate::crypto;
 use crate::reply::Reply;
 use crate::store::{StoreError, Vault};
@@ -82,30 +82,31 @@ fn validate_metadata(
     Ok((uris, auth, grant_types, req))
 }
 
-/// The secret of a confidential registered client: derived from the token
-/// signing key, so registering the same metadata again returns the same
-/// secret without storing it.
-fn client_secret(key: &KeyEntry, client_id: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(crypto::hmac_sha256(
-        key.key.expose(),
-        format!("client-secret/{client_id}").as_bytes(),
-    ))
-}
-
-/// Checks a presented client secret against every signing key (rotation).
-pub fn secret_matches(keys: &[KeyEntry], client_id: &str, presented: &str) -> bool {
-    keys.iter().any(|k| {
+/// Checks a presented client secret against the stored hash.
+pub fn secret_matches(client: &Client, presented: &str) -> bool {
+    client.secret_hash.as_deref().is_some_and(|h| {
         crate::secret::constant_time_eq(
-            client_secret(k, client_id).as_bytes(),
-            presented.as_bytes(),
+            h.as_bytes(),
+            crypto::sha256_b64url(presented.as_bytes()).as_bytes(),
         )
     })
 }
 
+/// Fresh randomness for a confidential registration: a client id suffix and a secret.
+pub struct Fresh {
+    pub id: String,
+    pub secret: String,
+}
+
 /// `POST /.oauth/register`.
-pub fn register(body: &[u8], config: &Config, vault: &mut Vault<'_>, now: u64) -> Reply {
-    match try_register(body, config, vault, now) {
+pub fn register(
+    body: &[u8],
+    config: &Config,
+    vault: &mut Vault<'_>,
+    now: u64,
+    fresh: Fresh,
+) -> Reply {
+    match try_register(body, config, vault, now, fresh) {
         Ok(reply) => reply,
         Err(e) => e.to_reply(),
     }
@@ -116,6 +117,7 @@ fn try_register(
     config: &Config,
     vault: &mut Vault<'_>,
     now: u64,
+    fresh: Fresh,
 ) -> Result<Reply, OAuthError> {
     let settings = &config.authorization_server.dynamic_registration;
     if !settings.enabled {
@@ -134,15 +136,23 @@ fn try_register(
         OAuthError::invalid_client_metadata(format!("the body is not client metadata JSON: {e}"))
     })?;
     let (redirect_uris, auth, grant_types, req) = validate_metadata(req)?;
-    // Identical metadata, identical client (idempotent registration).
-    let canonical = json!({
-        "redirect_uris": redirect_uris, "auth": auth.as_str(), "grant_types": grant_types,
-        "client_name": req.client_name, "client_uri": req.client_uri, "scope": req.scope,
-    });
-    let client_id = format!(
-        "mcp_{}",
-        &crypto::sha256_b64url(canonical.to_string().as_bytes())[..32]
-    );
+    // A public client: identical metadata, identical client (idempotent
+    // registration, no secret to hand out twice). A confidential one: a new
+    // client with a new secret each time, or anyone registering the same
+    // public metadata would get its secret.
+    let confidential = auth != ClientAuth::None;
+    let client_id = if confidential {
+        format!("mcpc_{}", fresh.id)
+    } else {
+        let canonical = json!({
+            "redirect_uris": redirect_uris, "auth": auth.as_str(), "grant_types": grant_types,
+            "client_name": req.client_name, "client_uri": req.client_uri, "scope": req.scope,
+        });
+        format!(
+            "mcp_{}",
+            &crypto::sha256_b64url(canonical.to_string().as_bytes())[..32]
+        )
+    };
     let ttl = settings.unused_expiry_seconds;
     let existing = vault
         .get::<Client>(ns::CLIENT, &client_id)
@@ -159,6 +169,7 @@ fn try_register(
                 client_name: req.client_name,
                 client_uri: req.client_uri,
                 scope: req.scope,
+                secret_hash: confidential.then(|| crypto::sha256_b64url(fresh.secret.as_bytes())),
                 verified_document: false,
                 issued_at: now,
                 last_used: now,
@@ -186,13 +197,9 @@ fn try_register(
             answer[k] = json!(v);
         }
     }
-    if client.auth != ClientAuth::None {
-        let key = config
-            .keys
-            .token_signing
-            .first()
-            .ok_or_else(|| OAuthError::server_error("no signing key"))?;
-        answer["client_secret"] = json!(client_secret(key, &client.client_id));
+    if confidential {
+        // Shown once; only its hash is kept.
+        answer["client_secret"] = json!(fresh.secret);
         answer["client_secret_expires_at"] = json!(0);
     }
     Ok(Reply::json(201, &answer).header("cache-control", "no-store"))
@@ -341,6 +348,7 @@ pub fn client_from_document(
         client_name: req.client_name,
         client_uri: req.client_uri,
         scope: req.scope,
+        secret_hash: None,
         verified_document: true,
         issued_at: now,
         last_used: now,

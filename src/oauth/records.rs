@@ -70,6 +70,9 @@ pub struct Client {
     pub client_uri: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// SHA-256 of a confidential client's secret (the secret itself is shown once).
+    #[serde(default)]
+    pub secret_hash: Option<String>,
     /// True when the client's identity was checked by fetching its metadata document.
     #[serde(default)]
     pub verified_document: bool,
