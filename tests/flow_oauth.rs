@@ -43,9 +43,15 @@ fn full_flow_registration_sign_in_consent_token_and_mcp_request() {
         let te = tokens["access_token"].as_str().unwrap().to_string();
         assert!(!te.contains("idp-access-token"));
         match w.mcp("/mcp", &te) {
-            Done::Forward(effects) => {
-                assert_eq!(effects, vec![Effect::RemoveRequestHeader("authorization")])
-            }
+            Done::Forward(effects) => assert_eq!(
+                effects,
+                vec![
+                    Effect::RemoveRequestHeader("authorization"),
+                    // The browser session cookie never reaches the MCP server.
+                    Effect::RemoveRequestHeader("cookie"),
+                    Effect::RemoveRequestHeader("accept-encoding"),
+                ]
+            ),
             other => panic!("{other:?}"),
         }
         // Another route's token is refused there.

@@ -265,3 +265,22 @@ fn tools_list_answers_show_only_allowed_tools() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("echo") && !text.contains("admin_reset"));
 }
+
+#[test]
+fn methods_outside_streamable_http_are_refused() {
+    let (mut w, te) = alice();
+    for method in ["PUT", "PATCH"] {
+        let r = w
+            .send(
+                method,
+                "/seed",
+                &[
+                    ("authorization", &format!("Bearer {te}")),
+                    ("content-type", "application/json"),
+                ],
+                Some(call(1, "admin_reset").as_bytes()),
+            )
+            .reply();
+        assert_eq!(r.status, 405, "{method}");
+    }
+}

@@ -197,6 +197,7 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
             user: passage.user.clone(),
             inspect: None,
             tools_list,
+            header_effects: Vec::new(),
         };
         return Step {
             stage: Stage::Forwarded {

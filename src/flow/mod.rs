@@ -168,6 +168,10 @@ pub struct Passage {
     pub inspect: Option<Box<Inspection>>,
     /// Ids of `tools/list` requests whose answers are filtered.
     pub tools_list: Vec<serde_json::Value>,
+    /// Request header changes to make when the request goes on (the
+    /// filter's own cookies removed, compression refused where an answer
+    /// may need rewriting).
+    pub header_effects: Vec<Effect>,
 }
 
 /// The request headers the body is checked against.
@@ -323,14 +327,17 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
             next: Next::Stop,
         },
         Outcome::Forward {
-            effects,
+            mut effects,
             sub,
             passage,
         } => Step {
             stage: Stage::Forwarded {
                 route,
                 sub,
-                passage,
+                passage: {
+                    effects.extend(passage.header_effects.iter().cloned());
+                    passage
+                },
                 allow_origin: cors::allow_origin(&ctx.config().cors, origin.as_deref()),
             },
             effects,

@@ -12,6 +12,18 @@ use crate::upstream::WAIT_SECONDS;
 
 pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Outcome {
     let scopes = &ctx.config().authorization_server.scopes_supported;
+    // Streamable HTTP uses GET, POST and DELETE (MCP Transports); a body
+    // under another method would go on unjudged.
+    if !matches!(head.method.as_str(), "GET" | "HEAD" | "POST" | "DELETE") {
+        return reply_for(
+            &crate::reply::Failure::MethodNotAllowed {
+                allow: "GET, POST, DELETE",
+            },
+            route,
+            scopes,
+        )
+        .into();
+    }
     let grant = match check(ctx, route, head) {
         Ok(grant) => grant,
         Err(Check::Failure(failure)) => return reply_for(&failure, route, scopes).into(),
@@ -57,7 +69,7 @@ pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &Request
             passage: Passage {
                 user: Some(Box::new(grant.user.clone())),
                 inspect: inspect.clone(),
-                tools_list: Vec::new(),
+                ..Passage::default()
             },
         };
         if let Some(Effect::SendReply(reply)) =
@@ -66,11 +78,17 @@ pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &Request
             return reply.into();
         }
     }
+    let mut header_effects = own_cookies_removed(route, head);
+    if inspect.is_some() {
+        // A tools/list answer must be readable to be filtered.
+        header_effects.push(Effect::RemoveRequestHeader("accept-encoding"));
+    }
     let sub = grant.user.sub.clone();
     let passage = Passage {
         user: Some(Box::new(grant.user)),
         inspect,
         tools_list: Vec::new(),
+        header_effects,
     };
     let deadline = ctx.now + WAIT_SECONDS;
     // Without upstream_oauth2 the Authorization header is removed (no token
@@ -104,6 +122,37 @@ fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<Grant, 
         _ => Err(Check::Failure(Failure::InvalidToken(
             "the token's grant has been revoked",
         ))),
+    }
+}
+
+/// The `Cookie` header without the filter's own cookies: the MCP server
+/// must not get the browser session (it could act as the user at the
+/// consent page).
+fn own_cookies_removed(route: &Route, head: &RequestHead) -> Vec<Effect> {
+    let Some(cookies) = head.cookies() else {
+        return Vec::new();
+    };
+    let ours = [
+        crate::oauth::session::cookie_name(route),
+        crate::oauth::session::login_cookie_name(route),
+    ];
+    let rest: Vec<&str> = cookies
+        .split(';')
+        .map(str::trim)
+        .filter(|c| {
+            !c.is_empty()
+                && !ours
+                    .iter()
+                    .any(|o| c.split_once('=').is_some_and(|(n, _)| n == *o))
+        })
+        .collect();
+    if rest.len() == cookies.split(';').filter(|c| !c.trim().is_empty()).count() {
+        return Vec::new();
+    }
+    if rest.is_empty() {
+        vec![Effect::RemoveRequestHeader("cookie")]
+    } else {
+        vec![Effect::SetRequestHeader("cookie", rest.join("; "))]
     }
 }
 

@@ -140,18 +140,14 @@ fn criterion(c: &Criterion, user: &User, message: Option<&Message<'_>>) -> Truth
         // RFC 5321 4.1.2 and RFC 4343: domains are case-insensitive; so are
         // emails in practice (every major identity provider).
         Subject::Domain => {
-            let domain = user
-                .email
-                .as_deref()
+            let domain = policy_email(user)
                 .and_then(|e| e.rsplit_once('@'))
                 .map(|(_, d)| d);
             Truth::from(domain.is_some_and(|d| matches(matcher, d, Case::Insensitive)))
         }
-        Subject::Email => Truth::from(
-            user.email
-                .as_deref()
-                .is_some_and(|e| matches(matcher, e, Case::Insensitive)),
-        ),
+        Subject::Email => {
+            Truth::from(policy_email(user).is_some_and(|e| matches(matcher, e, Case::Insensitive)))
+        }
         Subject::User => Truth::from(matches(matcher, &user.sub, Case::Sensitive)),
         // A list matches when one of its elements does.
         Subject::Groups => Truth::from(list_matches(
@@ -194,6 +190,15 @@ fn criterion(c: &Criterion, user: &User, message: Option<&Message<'_>>) -> Truth
             ),
         },
     }
+}
+
+/// The email policy may trust: none when the identity provider says it is
+/// unverified (a user could otherwise claim any domain). Providers that
+/// never say (Entra ID) are trusted as they are.
+fn policy_email(user: &User) -> Option<&str> {
+    user.email
+        .as_deref()
+        .filter(|_| user.email_verified != Some(false))
 }
 
 fn scalar_text(v: &Value) -> Option<String> {

@@ -77,6 +77,10 @@ fn seed_policy_table() {
         &user("eve@evilcompany.com", &[]),
         Some(&call("echo", &none))
     ));
+    // An email the identity provider marks unverified counts for nothing.
+    let mut unverified = user("mallory@company.com", &[]);
+    unverified.email_verified = Some(false);
+    assert!(!allowed(seed(), &unverified, Some(&call("echo", &none))));
     // Methods other than tools/call: no tool, so the tool deny does not apply.
     let list = Message {
         method: "tools/list",
