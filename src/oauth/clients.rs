@@ -288,13 +288,30 @@ pub fn document_url(client_id: &str, settings: &MetadataDocuments) -> Result<Url
     if !settings
         .allowed_hosts
         .iter()
-        .any(|h| h == &host || h == "*")
+        .any(|h| h == &host || h == "*" && !internal_host(&url))
     {
         return Err(OAuthError::invalid_client(format!(
             "client metadata documents from {host} are not allowed on this server (authorization_server.registration.metadata_documents.allowed_hosts)"
         )));
     }
     Ok(url)
+}
+
+/// Hosts a wildcard never admits: IP literals and local names, so `*`
+/// can't be used to make the filter fetch from inside the network (SSRF).
+/// An operator who means such a host names it in `allowed_hosts`.
+fn internal_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            !d.contains('.')
+                || d == "localhost"
+                || [".localhost", ".local", ".internal", ".lan"]
+                    .iter()
+                    .any(|s| d.ends_with(s))
+        }
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) | None => true,
+    }
 }
 
 /// Validates a fetched metadata document for `client_id`.
@@ -353,4 +370,52 @@ pub fn client_from_document(
         issued_at: now,
         last_used: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(hosts: &[&str]) -> MetadataDocuments {
+        MetadataDocuments {
+            enabled: true,
+            allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            cluster: "cimd".into(),
+            max_bytes: 5120,
+            timeout_ms: 1000,
+            cache_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn document_urls_and_the_allowlist() {
+        let any = settings(&["*"]);
+        assert!(document_url("https://app.example.com/client.json", &any).is_ok());
+        for internal in [
+            "https://10.0.0.1/c.json",
+            "https://[::1]/c.json",
+            "https://localhost/c.json",
+            "https://metadata/c.json",
+            "https://db.internal/c.json",
+        ] {
+            assert!(document_url(internal, &any).is_err(), "{internal}");
+        }
+        // Named explicitly, a local host is the operator's choice.
+        assert!(document_url("https://localhost:8443/c.json", &settings(&["localhost"])).is_ok());
+        assert!(
+            document_url(
+                "https://evil.example.com/c.json",
+                &settings(&["app.example.com"])
+            )
+            .is_err()
+        );
+        for bad in [
+            "http://app.example.com/c.json",
+            "https://app.example.com/",
+            "https://app.example.com/a/../c.json",
+            "https://u:p@app.example.com/c.json",
+        ] {
+            assert!(document_url(bad, &any).is_err(), "{bad}");
+        }
+    }
 }
