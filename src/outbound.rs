@@ -53,10 +53,7 @@ impl OutboundCall {
     }
 
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::reply::find_header(&self.headers, name)
     }
 }
 
@@ -88,10 +85,7 @@ impl CallResponse {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::reply::find_header(&self.headers, name)
     }
 
     pub fn is_success(&self) -> bool {
