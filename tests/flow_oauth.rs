@@ -241,19 +241,7 @@ fn expired_and_tampered_tokens_and_revocation() {
 #[test]
 fn consent_needs_its_csrf_token_and_deny_is_access_denied() {
     let mut w = World::new(json!({}));
-    let client = w.public_client();
-    let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-1");
-    let location = w
-        .send(
-            "GET",
-            &World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/mcp"),
-            &[],
-            None,
-        )
-        .location();
-    w.idp.nonce = query_param(&location, "nonce");
-    w.idp.code_challenge = query_param(&location, "code_challenge");
-    let state = query_param(&location, "state").unwrap();
+    let state = w.start_sign_in("http://127.0.0.1:10000/mcp");
     let consent = w
         .send(
             "GET",
@@ -372,19 +360,7 @@ fn the_callback_must_come_back_to_the_browser_that_left() {
 #[test]
 fn a_route_that_admits_nobody_is_refused_after_sign_in() {
     let mut w = World::new(json!({}));
-    let client = w.public_client();
-    let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-1");
-    let location = w
-        .send(
-            "GET",
-            &World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/closed"),
-            &[],
-            None,
-        )
-        .location();
-    w.idp.nonce = query_param(&location, "nonce");
-    w.idp.code_challenge = query_param(&location, "code_challenge");
-    let state = query_param(&location, "state").unwrap();
+    let state = w.start_sign_in("http://127.0.0.1:10000/closed");
     let r = w
         .send(
             "GET",

@@ -338,6 +338,24 @@ impl World {
         location
     }
 
+    /// A new public client's authorization request, up to the identity
+    /// provider (which learns its nonce and PKCE challenge): the IdP state.
+    pub fn start_sign_in(&mut self, resource: &str) -> String {
+        let client = self.public_client();
+        let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-1");
+        let location = self
+            .send(
+                "GET",
+                &Self::authorize_url(&client, &challenge, resource),
+                &[],
+                None,
+            )
+            .location();
+        self.idp.nonce = query_param(&location, "nonce");
+        self.idp.code_challenge = query_param(&location, "code_challenge");
+        query_param(&location, "state").unwrap()
+    }
+
     /// Signs in, consents (upstream too) and redeems: the tokens for `resource`.
     pub fn tokens_for(&mut self, resource: &str) -> Value {
         let client = self.public_client();
