@@ -676,7 +676,7 @@ impl Compiler {
         let dyn_base = join(base, "registration.dynamic");
         let dynamic_registration = DynamicRegistration {
             enabled: dynamic.enabled.unwrap_or(true),
-            max_per_window: dynamic.max_per_window.unwrap_or(20),
+            max_per_window: dynamic.max_per_window.unwrap_or(100),
             window_seconds: ttl(
                 self,
                 "registration.dynamic.window_seconds",
