@@ -284,3 +284,26 @@ fn methods_outside_streamable_http_are_refused() {
         assert_eq!(r.status, 405, "{method}");
     }
 }
+
+#[test]
+fn an_unreadable_tools_list_answer_is_withheld() {
+    let (mut w, te) = alice();
+    assert!(matches!(
+        w.rpc(
+            "/seed",
+            &te,
+            r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#,
+            &[]
+        ),
+        Done::Forward(_)
+    ));
+    let stage = w.last_stage.clone().unwrap();
+    let body: Value = serde_json::from_slice(&flow::withheld_tools_list(&stage)).unwrap();
+    assert_eq!(body["id"], 9);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("withheld")
+    );
+}

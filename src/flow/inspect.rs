@@ -269,6 +269,22 @@ fn keeper<'a>(route: &'a Route, user: &'a User) -> impl Fn(&str) -> bool + 'a {
     }
 }
 
+/// The body that replaces a `tools/list` answer the filter can't read
+/// (compressed, or neither JSON nor an event stream): withheld, not passed
+/// on unfiltered.
+pub fn withheld_tools_list(stage: &Stage) -> Vec<u8> {
+    let id = match stage {
+        Stage::Forwarded { passage, .. } => {
+            passage.tools_list.first().cloned().unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
+    };
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
+        "message": "the MCP server's tools/list answer could not be filtered by policy (compressed, or not JSON), so it is withheld"}})
+    .to_string()
+    .into_bytes()
+}
+
 /// A whole JSON `tools/list` answer, rewritten; `None` to leave it as is.
 pub fn filter_tools_json(ctx: &Ctx<'_>, stage: &Stage, body: &[u8]) -> Option<Vec<u8>> {
     let Stage::Forwarded { route, passage, .. } = stage else {

@@ -24,6 +24,7 @@ use crate::store::{Kv, Vault};
 
 pub use inspect::{
     HEADER_MISMATCH, POLICY_DENIED, filter_tools_json, filter_tools_sse, filters_tools_list,
+    withheld_tools_list,
 };
 pub use signin::Wait;
 pub use upstream::Parked;

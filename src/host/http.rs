@@ -29,6 +29,8 @@ enum Rewrite {
     /// An event stream: complete events rewritten as they pass; `tail` holds
     /// an incomplete event until the rest arrives.
     Sse { tail: Vec<u8> },
+    /// An answer the filter can't read: replaced whole by an error.
+    Withhold,
 }
 
 /// How a core step is fed: the step function gets a fresh context.
@@ -322,6 +324,16 @@ impl HttpContext for Request {
                     log::error!("could not rewrite a tools/list answer");
                 }
             }
+            Rewrite::Withhold => {
+                let out = if end_of_stream {
+                    flow::withheld_tools_list(&self.stage)
+                } else {
+                    Vec::new()
+                };
+                if !abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out) {
+                    log::error!("could not withhold an unreadable tools/list answer");
+                }
+            }
             Rewrite::Sse { tail } => {
                 let chunk =
                     abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
@@ -390,13 +402,27 @@ impl HttpContext for Request {
             let content_type = value("content-type")
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            self.tools_list = if content_type.starts_with("application/json") {
+            let encoded =
+                value("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+            self.tools_list = if encoded && status == 200 {
+                Some(Rewrite::Withhold)
+            } else if content_type.starts_with("application/json") {
                 Some(Rewrite::Json)
             } else if content_type.starts_with("text/event-stream") {
                 Some(Rewrite::Sse { tail: Vec::new() })
+            } else if status == 200 {
+                Some(Rewrite::Withhold)
             } else {
                 None
             };
+            if let Some(Rewrite::Withhold) = self.tools_list {
+                let _ = abi::replace_header(
+                    MapType::HttpResponseHeaders,
+                    "content-type",
+                    "application/json",
+                );
+                let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-encoding");
+            }
             // The rewritten body has another length.
             if self.tools_list.is_some() {
                 let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
