@@ -152,13 +152,7 @@ fn pkce_code_reuse_and_redirect_checks() {
 #[test]
 fn refresh_rotation_grace_and_reuse_revokes_the_family() {
     let mut w = World::new(json!({}));
-    let client = w.public_client();
-    let code = w.code_for(&client, "verifier-verifier-verifier-verifier-verifier-1");
-    let (_, first) = w.redeem(
-        &client,
-        &code,
-        "verifier-verifier-verifier-verifier-verifier-1",
-    );
+    let (client, first) = w.redeemed();
     let rt1 = first["refresh_token"].as_str().unwrap().to_string();
     let refresh = |w: &mut World, rt: &str| {
         w.post_form(
@@ -194,13 +188,7 @@ fn refresh_rotation_grace_and_reuse_revokes_the_family() {
 #[test]
 fn expired_and_tampered_tokens_and_revocation() {
     let mut w = World::new(json!({"authorization_server": {"access_token_ttl_seconds": 60}}));
-    let client = w.public_client();
-    let code = w.code_for(&client, "verifier-verifier-verifier-verifier-verifier-1");
-    let (_, tokens) = w.redeem(
-        &client,
-        &code,
-        "verifier-verifier-verifier-verifier-verifier-1",
-    );
+    let (client, tokens) = w.redeemed();
     let te = tokens["access_token"].as_str().unwrap().to_string();
     let mut tampered = te.clone().into_bytes();
     let i = tampered.len() - 5;
@@ -541,13 +529,7 @@ fn maintenance_tick_warms_the_identity_provider_caches() {
 #[test]
 fn a_guessed_refresh_token_does_not_revoke_the_grant() {
     let mut w = World::new(json!({}));
-    let client = w.public_client();
-    let code = w.code_for(&client, "verifier-verifier-verifier-verifier-verifier-1");
-    let (_, tokens) = w.redeem(
-        &client,
-        &code,
-        "verifier-verifier-verifier-verifier-verifier-1",
-    );
+    let (client, tokens) = w.redeemed();
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
     let gid = rt.split('.').next().unwrap();
     let refresh = |w: &mut World, rt: &str| {

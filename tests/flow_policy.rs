@@ -18,10 +18,7 @@ fn call(id: i64, tool: &str) -> String {
 
 fn alice() -> (World, String) {
     let mut w = World::new(json!({}));
-    let te = w.tokens_for(SEED)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(SEED);
     (w, te)
 }
 
@@ -96,10 +93,7 @@ fn another_domain_gets_403_not_a_sign_in_loop() {
             .contains("bob@other.example is not allowed to use the MCP server seed")
     );
     // The same user is admitted where the route allows anyone.
-    let te = w.tokens_for("http://127.0.0.1:10000/mcp")["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for("http://127.0.0.1:10000/mcp");
     assert!(matches!(
         w.rpc("/mcp", &te, &call(1, "echo"), &[]),
         Done::Forward(_)

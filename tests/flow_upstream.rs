@@ -120,10 +120,7 @@ fn concurrent_requests_share_one_refresh() {
 #[test]
 fn a_waiter_gives_up_after_its_deadline() {
     let mut w = World::new(json!({}));
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     w.now += w.up.ttl;
     let _holder = w.start_mcp("/gh", &te);
     let waiter = w.start_mcp("/gh", &te);
@@ -138,10 +135,7 @@ fn a_waiter_gives_up_after_its_deadline() {
 #[test]
 fn revoked_upstream_grant_restarts_consent() {
     let mut w = World::new(json!({}));
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     w.up.revoked = true;
     w.now += w.up.ttl;
     let r = w.mcp("/gh", &te).reply();
@@ -153,20 +147,14 @@ fn revoked_upstream_grant_restarts_consent() {
     );
     // Authorizing again goes through the provider again and restores service.
     w.up.revoked = false;
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
 }
 
 #[test]
 fn provider_down_is_a_clear_error_and_the_stale_token_is_never_sent() {
     let mut w = World::new(json!({}));
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     w.now += w.up.ttl;
     w.up.down = true;
     let r = w.mcp("/gh", &te).reply();
@@ -186,10 +174,7 @@ fn provider_down_is_a_clear_error_and_the_stale_token_is_never_sent() {
 fn github_form_answers_and_errors() {
     let mut w = World::new(json!({}));
     w.up.github = true;
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
     w.up.revoked = true;
     w.now += w.up.ttl;
@@ -200,10 +185,7 @@ fn github_form_answers_and_errors() {
 fn classic_tokens_never_expire() {
     let mut w = World::new(json!({}));
     w.up.classic = true;
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     w.now += 3000;
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
     assert_eq!(w.up.refreshes(), 0);
@@ -213,10 +195,7 @@ fn classic_tokens_never_expire() {
 fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
     let mut w = World::new(json!({}));
     w.up.keep_refresh_token = true;
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     for _ in 0..3 {
         w.now += w.up.ttl;
         assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
@@ -228,10 +207,7 @@ fn a_refresh_without_a_new_refresh_token_keeps_the_old_one() {
 fn auto_auth_style_falls_back_to_body_credentials_and_remembers() {
     let mut w = World::new(json!({}));
     w.up.body_credentials_only = true;
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
     let first_calls = w.up.calls.len();
     assert_eq!(first_calls, 2, "header, then body");
@@ -264,10 +240,7 @@ fn user_refusing_at_the_provider_is_access_denied_for_the_client() {
 #[test]
 fn mcp_server_refusing_the_token_restarts_consent() {
     let mut w = World::new(json!({}));
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     let step = w.start_mcp("/gh", &te);
     let mut ctx = mcp_oauth_filter::flow::Ctx {
         filter: &w.filter,
@@ -296,10 +269,7 @@ fn mcp_server_refusing_the_token_restarts_consent() {
 #[test]
 fn a_late_refusal_does_not_delete_a_newer_token() {
     let mut w = World::new(json!({}));
-    let te = w.tokens_for(GH)["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let te = w.access_token_for(GH);
     w.now += w.up.ttl;
     let slow = w.start_mcp("/gh", &te);
     assert!(matches!(slow.stage, Stage::Waiting { .. }));

@@ -356,6 +356,25 @@ impl World {
         query_param(&location, "state").unwrap()
     }
 
+    /// A public client signed in at `/mcp` with the usual verifier, its code
+    /// redeemed: the client id and the token answer.
+    pub fn redeemed(&mut self) -> (String, Value) {
+        let client = self.public_client();
+        let verifier = "verifier-verifier-verifier-verifier-verifier-1";
+        let code = self.code_for(&client, verifier);
+        let (status, tokens) = self.redeem(&client, &code, verifier);
+        assert_eq!(status, 200, "{tokens}");
+        (client, tokens)
+    }
+
+    /// The access token (TE) for `resource`, after signing in and consenting.
+    pub fn access_token_for(&mut self, resource: &str) -> String {
+        self.tokens_for(resource)["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Signs in, consents (upstream too) and redeems: the tokens for `resource`.
     pub fn tokens_for(&mut self, resource: &str) -> Value {
         let client = self.public_client();
