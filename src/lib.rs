@@ -18,7 +18,9 @@ pub mod policy;
 pub mod reply;
 pub mod routing;
 pub mod secret;
+pub mod source_address;
 pub mod store;
+pub mod untrusted_url;
 pub mod upstream;
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub enum Failure {
     MethodNotAllowed {
         allow: &'static str,
     },
+    /// A path of a route's host that is neither the MCP endpoint nor the filter's own.
+    PathNotServed,
 }
 
 impl std::fmt::Display for Failure {
@@ -72,6 +74,7 @@ impl std::fmt::Display for Failure {
             Failure::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed (allowed: {allow})")
             }
+            Failure::PathNotServed => f.write_str("path not served"),
         }
     }
 }
@@ -131,6 +134,32 @@ pub fn reply_for(failure: &Failure, route: &Route, scopes: &[String]) -> Reply {
             &json!({"error": "method_not_allowed", "error_description": format!("use {allow}")}),
         )
         .header("allow", *allow),
+        Failure::PathNotServed => Reply::json(
+            404,
+            &json!({
+                "error": "not_found",
+                "error_description": format!(
+                    "this path is not served; the MCP endpoint is {}", route.resource
+                ),
+            }),
+        ),
     }
+    .header("cache-control", "no-store")
+}
+
+/// A request for a host no route serves (`unmatched_hosts: deny`).
+pub fn no_route() -> Reply {
+    Reply::new(404)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("cache-control", "no-store")
+        .with_body(b"No MCP route serves this host.\n".to_vec())
+}
+
+/// A request whose authority or path can be read more than one way.
+pub fn ambiguous_request(why: &str) -> Reply {
+    Reply::json(
+        400,
+        &json!({"error": "invalid_request", "error_description": why}),
+    )
     .header("cache-control", "no-store")
 }

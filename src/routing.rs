@@ -1,11 +1,13 @@
 //! Which route, and which of the filter's endpoints, a request is for.
 //!
-//! On a route's host every request is either answered by the filter itself
-//! (metadata, CORS preflight, the OAuth endpoints) or needs a valid token:
-//! nothing on a route's host reaches the MCP server unauthenticated.
-//! Requests for other hosts pass through untouched.
+//! Fail closed: a request whose authority no route serves is refused (unless
+//! the operator opted into passthrough), an authority that can be read more
+//! than one way is refused, and on a route's host only the MCP endpoint and
+//! the filter's own endpoints are served; other paths are refused unless the
+//! route forwards them explicitly.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::config::Route;
 
@@ -43,15 +45,29 @@ pub enum Endpoint {
     Revoke,
     /// A CORS preflight (Fetch standard, CORS protocol); answered without authentication.
     Preflight,
-    /// The MCP endpoint, or any other path of the route's host: a token is required.
-    Protected,
+    /// The route's MCP endpoint: a token is required, messages are judged,
+    /// the upstream token is injected.
+    Mcp,
+    /// Another path of the route's host: refused, or with
+    /// `forward_other_paths` forwarded with a valid token and nothing injected.
+    OtherPath,
+}
+
+/// Where a request belongs.
+#[derive(Debug, Clone, Copy)]
+pub enum Placement<'r> {
+    Route(&'r Route, Endpoint),
+    /// No route serves this authority.
+    NoRoute,
+    /// The authority or path can't be read one way only: refused (400).
+    Ambiguous(&'static str),
 }
 
 /// Routes by `:authority`, built once at configuration time.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// Authority (lower-case; with and without the default port) to route
-    /// indices, longest MCP path first.
+    /// Normalised authority (see [`normalise_authority`]) to route indices,
+    /// longest MCP path first.
     by_authority: HashMap<String, Vec<usize>>,
 }
 
@@ -65,12 +81,12 @@ impl RouteTable {
         }
         for indices in by_authority.values_mut() {
             indices.sort_by_key(|&i| std::cmp::Reverse(routes[i].path.len()));
+            indices.dedup();
         }
         RouteTable { by_authority }
     }
 
-    /// Picks the route and endpoint for a request, or `None` when no route
-    /// serves its host (pass through untouched).
+    /// Picks the route and endpoint for a request.
     pub fn classify<'r>(
         &self,
         routes: &'r [Route],
@@ -78,26 +94,39 @@ impl RouteTable {
         method: &str,
         path: &str,
         is_preflight: bool,
-    ) -> Option<(&'r Route, Endpoint)> {
-        let indices = self.by_authority.get(&authority.to_ascii_lowercase())?;
-        let candidates = || indices.iter().map(|&i| &routes[i]);
-        let path = path.split(['?', '#']).next().unwrap_or_default();
+    ) -> Placement<'r> {
+        let key = match normalise_authority(authority) {
+            Ok(key) => key,
+            Err(why) => return Placement::Ambiguous(why),
+        };
+        let Some(indices) = self.by_authority.get(&key) else {
+            return Placement::NoRoute;
+        };
+        let Some(&first) = indices.iter().min() else {
+            return Placement::NoRoute;
+        };
         // The first route of the host answers for paths no route's path covers.
-        let fallback = &routes[*indices.iter().min()?];
+        let fallback = &routes[first];
+        let path = match path.split_once('?') {
+            Some((p, _)) => p,
+            None => path,
+        };
+        if let Err(why) = check_path(path) {
+            return Placement::Ambiguous(why);
+        }
+        let candidates = || indices.iter().map(|&i| &routes[i]);
 
         if let Some(rest) = path.strip_prefix(PROTECTED_RESOURCE_METADATA) {
             if rest.is_empty() || rest == "/" {
-                return Some((fallback, Endpoint::ProtectedResourceMetadata));
+                return Placement::Route(fallback, Endpoint::ProtectedResourceMetadata);
             }
             if let Some(route) = candidates().find(|r| r.path == rest) {
-                return Some((route, Endpoint::ProtectedResourceMetadata));
+                return Placement::Route(route, Endpoint::ProtectedResourceMetadata);
             }
         }
-        let route = candidates()
-            .find(|r| path_is_under(path, &r.path))
-            .unwrap_or(fallback);
+        let mcp_route = candidates().find(|r| is_mcp_endpoint(path, &r.path));
         if is_preflight && method == "OPTIONS" {
-            return Some((route, Endpoint::Preflight));
+            return Placement::Route(mcp_route.unwrap_or(fallback), Endpoint::Preflight);
         }
         let own = match path {
             endpoints::AUTHORIZATION_SERVER_METADATA | endpoints::OPENID_CONFIGURATION => {
@@ -110,30 +139,154 @@ impl RouteTable {
             endpoints::TOKEN => Endpoint::Token,
             endpoints::REGISTER => Endpoint::Register,
             endpoints::REVOKE => Endpoint::Revoke,
-            _ => return Some((route, Endpoint::Protected)),
+            _ => {
+                return match mcp_route {
+                    Some(route) => Placement::Route(route, Endpoint::Mcp),
+                    // Another path: the route whose path is its longest prefix decides.
+                    None => Placement::Route(
+                        candidates()
+                            .find(|r| path_is_under(path, &r.path))
+                            .unwrap_or(fallback),
+                        Endpoint::OtherPath,
+                    ),
+                };
+            }
         };
         // The authorization server belongs to the origin: its endpoints answer
         // for the host's first route, and the request names the resource.
-        Some((fallback, own))
+        Placement::Route(fallback, own)
     }
 }
 
+/// The table keys of a route: `host:port` with the port spelled out, and
+/// `host` alone when the port is the scheme's default (RFC 9110 4.2.1, 4.2.2).
 fn authority_keys(route: &Route) -> Vec<String> {
-    let mut keys = vec![route.authority.clone()];
-    // A client may spell the default port out (RFC 9110 4.2.1, 4.2.2).
-    let has_port = match route.authority.strip_prefix('[') {
-        Some(v6) => !v6.ends_with(']'),
-        None => route.authority.contains(':'),
+    let Ok(normal) = normalise_authority(&route.authority) else {
+        return Vec::new();
     };
-    if !has_port {
-        let default_port = if route.origin.starts_with("https:") {
-            443
-        } else {
-            80
-        };
-        keys.push(format!("{}:{default_port}", route.authority));
+    let default_port = if route.origin.starts_with("https:") {
+        443
+    } else {
+        80
+    };
+    match split_port(&normal) {
+        (host, Some(port)) if port == default_port.to_string() => {
+            vec![normal.clone(), host.to_string()]
+        }
+        (_, Some(_)) => vec![normal],
+        (host, None) => vec![format!("{host}:{default_port}"), host.to_string()],
     }
-    keys
+}
+
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let host_end = if authority.starts_with('[') {
+        authority.find(']').map_or(authority.len(), |i| i + 1)
+    } else {
+        authority.find(':').unwrap_or(authority.len())
+    };
+    let (host, rest) = authority.split_at(host_end);
+    (host, rest.strip_prefix(':'))
+}
+
+/// The one spelling of an authority (RFC 9110 4.2, RFC 3986 3.2.2) used for
+/// every comparison: lower case, no trailing dot, IPv6 in its RFC 5952 form,
+/// the port as given. Forms that different parsers read differently are
+/// refused: userinfo, an empty or zero-padded port, IPv4 octets with leading
+/// zeros or fewer than four parts, anything but letters, digits, `-`, `_`, `.`.
+pub fn normalise_authority(authority: &str) -> Result<String, &'static str> {
+    if authority.is_empty() {
+        return Err("the request has no Host");
+    }
+    if authority.len() > 255 {
+        return Err("the Host is too long");
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (addr, rest) = v6
+            .split_once(']')
+            .ok_or("the Host's IPv6 address is not closed")?;
+        let addr: Ipv6Addr = addr
+            .parse()
+            .map_err(|_| "the Host's IPv6 address is not valid")?;
+        let port = match rest {
+            "" => None,
+            _ => Some(
+                rest.strip_prefix(':')
+                    .ok_or("the Host has text after its IPv6 address")?,
+            ),
+        };
+        (format!("[{addr}]"), port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || host.split('.').any(str::is_empty)
+        {
+            return Err("the Host is not a valid host name");
+        }
+        let host = host.to_ascii_lowercase();
+        // URL Standard "ends in a number": a name whose last label is numeric
+        // is an IPv4 address to browsers, so it must be one, written plainly.
+        let last = host.rsplit('.').next().unwrap_or_default();
+        let numeric = last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x");
+        if numeric {
+            let ip: Ipv4Addr = host
+                .parse()
+                .map_err(|_| "the Host is an IPv4 address in an ambiguous form")?;
+            if ip.to_string() != host {
+                return Err("the Host is an IPv4 address in an ambiguous form");
+            }
+        }
+        (host, port)
+    };
+    match port {
+        None => Ok(host),
+        Some(p) => {
+            let plain = !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && !p.starts_with('0');
+            match p.parse::<u16>() {
+                Ok(n) if plain && n > 0 => Ok(format!("{host}:{n}")),
+                _ => Err("the Host's port is not a plain port number"),
+            }
+        }
+    }
+}
+
+/// Paths a route's host serves must mean one thing to every server behind
+/// Envoy: origin-form (RFC 9112 3.2.1), no dot segments, no empty segments,
+/// no backslashes and no percent-encoded `/`, `\\` or `.`, which some servers
+/// decode before routing and others don't.
+fn check_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("the request target must be a path starting with '/'");
+    }
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\')
+        || path.contains("//")
+        || ["%2f", "%5c", "%2e", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+        || path.split('/').any(|seg| seg == "." || seg == "..")
+        || path
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
+        return Err("the request path is not in a normalised form");
+    }
+    Ok(())
+}
+
+/// The MCP endpoint is one path (MCP Transports, Streamable HTTP), with or
+/// without a trailing slash.
+fn is_mcp_endpoint(path: &str, mcp_path: &str) -> bool {
+    path == mcp_path || path.strip_suffix('/') == Some(mcp_path)
 }
 
 /// `/mcp` covers `/mcp`, `/mcp/` and `/mcp/x`, not `/mcpx`.
@@ -156,26 +309,101 @@ mod tests {
         Config::parse(c.to_string().as_bytes()).unwrap()
     }
 
+    fn placed<'r>(p: Placement<'r>) -> (&'r Route, Endpoint) {
+        match p {
+            Placement::Route(r, e) => (r, e),
+            other => panic!("not placed: {other:?}"),
+        }
+    }
+
     #[test]
-    fn matches_by_authority_with_or_without_default_port() {
+    fn matches_normalised_authorities_only() {
         let c =
             config(serde_json::json!([{"from": "https://mcp.example.com", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        for authority in ["mcp.example.com", "MCP.Example.com", "mcp.example.com:443"] {
-            let (route, ep) = t
-                .classify(&c.routes, authority, "POST", "/mcp", false)
-                .unwrap();
+        for authority in [
+            "mcp.example.com",
+            "MCP.Example.com",
+            "mcp.example.com:443",
+            "mcp.example.com.",
+            "mcp.example.com.:443",
+        ] {
+            let (route, ep) = placed(t.classify(&c.routes, authority, "POST", "/mcp", false));
             assert_eq!(route.resource, "https://mcp.example.com/mcp");
-            assert_eq!(ep, Endpoint::Protected);
+            assert_eq!(ep, Endpoint::Mcp, "{authority}");
         }
-        assert!(
-            t.classify(&c.routes, "mcp.example.com:8443", "POST", "/mcp", false)
-                .is_none()
-        );
-        assert!(
-            t.classify(&c.routes, "other.example.com", "POST", "/mcp", false)
-                .is_none()
-        );
+        for other in [
+            "mcp.example.com:8443",
+            "other.example.com",
+            "example.com",
+            "127.0.0.1",
+        ] {
+            assert!(
+                matches!(
+                    t.classify(&c.routes, other, "POST", "/mcp", false),
+                    Placement::NoRoute
+                ),
+                "{other}"
+            );
+        }
+        for ambiguous in [
+            "",
+            "mcp.example.com:0443",
+            "mcp.example.com:",
+            "mcp.example.com:443:443",
+            "mcp.example.com:65536",
+            "mcp.example.com:+443",
+            "user@mcp.example.com",
+            "mcp.example.com..",
+            "mcp example.com",
+            "mcp.example.com\r\n",
+            "127.000.0.1",
+            "127.1",
+            "0x7f.0.0.1",
+            "[::1",
+            "[::1]x",
+        ] {
+            assert!(
+                matches!(
+                    t.classify(&c.routes, ambiguous, "POST", "/mcp", false),
+                    Placement::Ambiguous(_)
+                ),
+                "{ambiguous:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn explicit_ports_and_loopback() {
+        let c =
+            config(serde_json::json!([{"from": "http://127.0.0.1:10000", "mcp": {"server": {}}}]));
+        let t = RouteTable::new(&c.routes);
+        assert!(matches!(
+            t.classify(&c.routes, "127.0.0.1:10000", "POST", "/mcp", false),
+            Placement::Route(..)
+        ));
+        assert!(matches!(
+            t.classify(&c.routes, "127.0.0.1:10000.", "POST", "/mcp", false),
+            Placement::Ambiguous(_)
+        ));
+        for other in [
+            "127.0.0.1",
+            "localhost:10000",
+            "[::1]:10000",
+            "127.0.0.2:10000",
+        ] {
+            assert!(
+                matches!(
+                    t.classify(&c.routes, other, "POST", "/mcp", false),
+                    Placement::NoRoute
+                ),
+                "{other}"
+            );
+        }
+        assert!(matches!(
+            t.classify(&c.routes, "127.0.0.1:010000", "POST", "/mcp", false),
+            Placement::Ambiguous(_)
+        ));
     }
 
     #[test]
@@ -186,9 +414,7 @@ mod tests {
         ]));
         let t = RouteTable::new(&c.routes);
         let get = |path: &str| {
-            let (r, ep) = t
-                .classify(&c.routes, "127.0.0.1:10000", "GET", path, false)
-                .unwrap();
+            let (r, ep) = placed(t.classify(&c.routes, "127.0.0.1:10000", "GET", path, false));
             (r.name.clone(), ep)
         };
         assert_eq!(
@@ -203,17 +429,54 @@ mod tests {
             get("/.well-known/oauth-protected-resource"),
             ("a".into(), Endpoint::ProtectedResourceMetadata)
         );
-        assert_eq!(get("/mcp/github?x=1"), ("b".into(), Endpoint::Protected));
-        assert_eq!(get("/mcp/githubx"), ("a".into(), Endpoint::Protected));
-        // Unknown paths, metadata for unknown resources and tricks stay protected.
-        assert_eq!(get("/anything"), ("a".into(), Endpoint::Protected));
+        assert_eq!(get("/mcp/github?x=1"), ("b".into(), Endpoint::Mcp));
+        assert_eq!(get("/mcp/github/"), ("b".into(), Endpoint::Mcp));
+        assert_eq!(get("/mcp"), ("a".into(), Endpoint::Mcp));
+        assert_eq!(get("/mcp/githubx"), ("a".into(), Endpoint::OtherPath));
+        assert_eq!(get("/mcp/github/x"), ("b".into(), Endpoint::OtherPath));
+        // Unknown paths, metadata for unknown resources and tricks are other paths.
+        assert_eq!(get("/anything"), ("a".into(), Endpoint::OtherPath));
+        assert_eq!(get("/_debug/headers"), ("a".into(), Endpoint::OtherPath));
+        assert_eq!(get("/MCP"), ("a".into(), Endpoint::OtherPath));
         assert_eq!(
             get("/.well-known/oauth-protected-resource/nope"),
-            ("a".into(), Endpoint::Protected)
+            ("a".into(), Endpoint::OtherPath)
         );
         assert_eq!(
             get("/.well-known/oauth-protected-resourcex"),
-            ("a".into(), Endpoint::Protected)
+            ("a".into(), Endpoint::OtherPath)
+        );
+    }
+
+    #[test]
+    fn paths_that_mean_different_things_to_different_servers_are_refused() {
+        let c =
+            config(serde_json::json!([{"from": "http://127.0.0.1:10000", "mcp": {"server": {}}}]));
+        let t = RouteTable::new(&c.routes);
+        for path in [
+            "/mcp/../_debug/headers",
+            "/mcp/./",
+            "//mcp",
+            "/mcp%2f..",
+            "/%2e%2e/mcp",
+            "/mcp\\x",
+            "http://127.0.0.1:10000/mcp",
+            "*",
+            "mcp",
+            "/mcp%00",
+        ] {
+            assert!(
+                matches!(
+                    t.classify(&c.routes, "127.0.0.1:10000", "POST", path, false),
+                    Placement::Ambiguous(_)
+                ),
+                "{path:?}"
+            );
+        }
+        // %6d is 'm': not decoded, so not the MCP endpoint, but not ambiguous either.
+        assert_eq!(
+            placed(t.classify(&c.routes, "127.0.0.1:10000", "POST", "/%6dcp", false)).1,
+            Endpoint::OtherPath
         );
     }
 
@@ -222,43 +485,37 @@ mod tests {
         let c =
             config(serde_json::json!([{"from": "http://127.0.0.1:10000", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        assert_eq!(
-            t.classify(&c.routes, "127.0.0.1:10000", "OPTIONS", "/mcp", true)
-                .unwrap()
-                .1,
-            Endpoint::Preflight
-        );
-        assert_eq!(
-            t.classify(&c.routes, "127.0.0.1:10000", "OPTIONS", "/mcp", false)
-                .unwrap()
-                .1,
-            Endpoint::Protected
-        );
-        assert_eq!(
-            t.classify(&c.routes, "127.0.0.1:10000", "POST", "/mcp", true)
-                .unwrap()
-                .1,
-            Endpoint::Protected
-        );
+        let ep = |method: &str, preflight: bool| {
+            placed(t.classify(&c.routes, "127.0.0.1:10000", method, "/mcp", preflight)).1
+        };
+        assert_eq!(ep("OPTIONS", true), Endpoint::Preflight);
+        assert_eq!(ep("OPTIONS", false), Endpoint::Mcp);
+        assert_eq!(ep("POST", true), Endpoint::Mcp);
     }
 
     #[test]
     fn ipv6_authorities() {
         let c = config(serde_json::json!([{"from": "http://[::1]:10000", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        assert!(
-            t.classify(&c.routes, "[::1]:10000", "POST", "/mcp", false)
-                .is_some()
-        );
+        for a in ["[::1]:10000", "[0:0:0:0:0:0:0:1]:10000", "[::0001]:10000"] {
+            assert!(
+                matches!(
+                    t.classify(&c.routes, a, "POST", "/mcp", false),
+                    Placement::Route(..)
+                ),
+                "{a}"
+            );
+        }
         let c = config(serde_json::json!([{"from": "http://[::1]", "mcp": {"server": {}}}]));
         let t = RouteTable::new(&c.routes);
-        assert!(
-            t.classify(&c.routes, "[::1]", "POST", "/mcp", false)
-                .is_some()
-        );
-        assert!(
-            t.classify(&c.routes, "[::1]:80", "POST", "/mcp", false)
-                .is_some()
-        );
+        for a in ["[::1]", "[::1]:80"] {
+            assert!(
+                matches!(
+                    t.classify(&c.routes, a, "POST", "/mcp", false),
+                    Placement::Route(..)
+                ),
+                "{a}"
+            );
+        }
     }
 }

@@ -81,18 +81,59 @@ fn unauthenticated_mcp_request_gets_the_rfc9728_challenge() {
 }
 
 #[test]
-fn any_other_path_on_a_route_host_is_protected_too() {
+fn other_paths_of_a_route_host_are_refused_even_with_a_token() {
     let f = filter();
     for path in [
         "/",
         "/admin",
-        "/mcp/../x",
+        "/_debug/headers",
+        "/mcpx",
+        "/MCP",
+        "/mcp/sub",
         "/.well-known/other",
         "/.well-known/oauth-protected-resource/nope",
     ] {
-        let r = reply_of(&run(&f, &head("GET", "127.0.0.1:10000", path, &[]))).clone();
-        assert_eq!(r.status, 401, "{path}");
+        for extra in [&[][..], &[("authorization", &b"Bearer anything"[..])][..]] {
+            let r = reply_of(&run(&f, &head("GET", "127.0.0.1:10000", path, extra))).clone();
+            assert_eq!(r.status, 404, "{path}");
+            assert_eq!(json_body(&r)["error"], "not_found");
+        }
     }
+    // Paths different servers read differently are refused outright.
+    for path in [
+        "/mcp/../x",
+        "//mcp",
+        "/mcp%2F..",
+        "http://127.0.0.1:10000/mcp",
+        "*",
+    ] {
+        let r = reply_of(&run(&f, &head("POST", "127.0.0.1:10000", path, &[]))).clone();
+        assert_eq!(r.status, 400, "{path}");
+    }
+}
+
+#[test]
+fn forward_other_paths_needs_a_token_and_injects_nothing() {
+    let mut config = serde_json::from_str::<Value>(
+        &json!({
+            "identity_provider": {"issuer": "http://127.0.0.1:9400", "client_id": "f", "client_secret": "s", "cluster": "idp"},
+            "keys": {
+                "token_signing": [{"id": "te-1", "secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}],
+                "encryption": [{"id": "enc-1", "key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}]
+            },
+            "routes": [{"from": "http://127.0.0.1:10000", "name": "demo", "forward_other_paths": true,
+                        "mcp": {"server": {"path": "/mcp"}}}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let f = Filter::new(Config::parse(config.to_string().as_bytes()).unwrap());
+    let r = reply_of(&run(&f, &head("GET", "127.0.0.1:10000", "/admin", &[]))).clone();
+    assert_eq!(r.status, 401);
+    config["routes"][0]["forward_other_paths"] = json!(false);
+    let f = Filter::new(Config::parse(config.to_string().as_bytes()).unwrap());
+    let r = reply_of(&run(&f, &head("GET", "127.0.0.1:10000", "/admin", &[]))).clone();
+    assert_eq!(r.status, 404);
 }
 
 #[test]
@@ -235,14 +276,52 @@ fn cors_preflight_is_answered_without_authentication() {
 }
 
 #[test]
-fn other_hosts_pass_through_untouched() {
+fn other_hosts_are_refused_unless_passthrough_is_configured() {
     let f = filter();
     for authority in [
         "other.example",
         "127.0.0.1:10001",
+        "127.0.0.1",
+        "localhost:10000",
+        "[::1]:10000",
         "mcp.example.com:8443",
-        "",
     ] {
+        let step = run(
+            &f,
+            &head(
+                "POST",
+                authority,
+                "/mcp",
+                &[("authorization", b"Bearer keep-me")],
+            ),
+        );
+        let r = reply_of(&step);
+        assert_eq!(r.status, 404, "{authority}");
+        assert_eq!(r.body, b"No MCP route serves this host.\n");
+    }
+    // Spellings of a route's host that parsers read differently: 400, always.
+    for authority in [
+        "",
+        "127.0.0.1:010000",
+        "127.0.0.1:10000.",
+        "user@127.0.0.1:10000",
+        "127.0.0.01:10000",
+    ] {
+        let r = reply_of(&run(&f, &head("POST", authority, "/mcp", &[]))).clone();
+        assert_eq!(r.status, 400, "{authority:?}");
+    }
+    // The same spelled another way still reaches the route.
+    for authority in ["MCP.EXAMPLE.COM", "mcp.example.com.", "mcp.example.com:443"] {
+        let r = reply_of(&run(&f, &head("POST", authority, "/github/mcp", &[]))).clone();
+        assert_eq!(r.status, 401, "{authority}");
+    }
+}
+
+#[test]
+fn with_passthrough_other_hosts_go_on_untouched() {
+    let mut f = filter();
+    f.config.unmatched_hosts = mcp_oauth_filter::config::UnmatchedHosts::Passthrough;
+    for authority in ["other.example", "127.0.0.1:10001", "mcp.example.com:8443"] {
         let step = run(
             &f,
             &head(
@@ -264,4 +343,7 @@ fn other_hosts_pass_through_untouched() {
         };
         assert!(flow::on_response_headers(&mut ctx, &step.stage, 200, None, false).is_empty());
     }
+    // Ambiguous spellings stay refused.
+    let r = reply_of(&run(&f, &head("POST", "127.0.0.1:010000", "/mcp", &[]))).clone();
+    assert_eq!(r.status, 400);
 }

@@ -65,26 +65,45 @@ fn full_flow_registration_sign_in_consent_token_and_mcp_request() {
     }
 }
 
+/// The second authorization of a signed-in browser: no second sign-in. A
+/// registered client sees the consent page again (anyone can copy its
+/// public metadata and get its client_id), unless the operator allows
+/// remembering consent for registered clients.
 #[test]
-fn second_authorization_reuses_session_and_remembered_consent() {
-    let mut w = World::new(json!({}));
-    let client = w.public_client();
-    w.code_for(&client, "verifier-verifier-verifier-verifier-verifier-1");
-    let calls = w.idp.calls.len();
-    let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-2");
-    let location = w
-        .send(
-            "GET",
-            &World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/mcp"),
-            &[],
-            None,
-        )
-        .location();
-    assert!(
-        location.starts_with(REDIRECT) && location.contains("code="),
-        "{location}"
-    );
-    assert_eq!(w.idp.calls.len(), calls, "no second sign-in");
+fn second_authorization_reuses_the_session_but_not_consent_for_registered_clients() {
+    for (remember, expect_code) in [(None, false), (Some(true), true)] {
+        let extra = match remember {
+            Some(r) => {
+                json!({"authorization_server": {"remember_consent_for_registered_clients": r}})
+            }
+            None => json!({}),
+        };
+        let mut w = World::new(extra);
+        let client = w.public_client();
+        w.code_for(&client, "verifier-verifier-verifier-verifier-verifier-1");
+        let calls = w.idp.calls.len();
+        let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-2");
+        let location = w
+            .send(
+                "GET",
+                &World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/mcp"),
+                &[],
+                None,
+            )
+            .location();
+        if expect_code {
+            assert!(
+                location.starts_with(REDIRECT) && location.contains("code="),
+                "{location}"
+            );
+        } else {
+            assert!(
+                location.starts_with("http://127.0.0.1:10000/.oauth/consent?request="),
+                "{location}"
+            );
+        }
+        assert_eq!(w.idp.calls.len(), calls, "no second sign-in");
+    }
 }
 
 #[test]
@@ -558,4 +577,142 @@ fn a_guessed_refresh_token_does_not_revoke_the_grant() {
     assert_eq!(status, 400);
     let (status, _) = refresh(&mut w, third["refresh_token"].as_str().unwrap());
     assert_eq!(status, 400, "the family was revoked");
+}
+
+#[test]
+fn revocation_needs_the_token_itself_not_the_grant_id() {
+    let mut w = World::new(json!({}));
+    let (client, tokens) = w.redeemed();
+    let te = tokens["access_token"].as_str().unwrap().to_string();
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    // The grant id is readable in every access token's payload.
+    let gid = rt.split('.').next().unwrap();
+    for forged in [
+        format!("{gid}.anything"),
+        format!("{gid}."),
+        gid.to_string(),
+    ] {
+        let r = w
+            .post_form(
+                "/.oauth/revoke",
+                &[("token", &forged), ("client_id", &client)],
+            )
+            .reply();
+        assert_eq!(r.status, 200, "RFC 7009 2.2: an unknown token is a no-op");
+        assert!(
+            matches!(w.mcp("/mcp", &te), Done::Forward(_)),
+            "{forged} revoked the grant"
+        );
+    }
+    // The real refresh token revokes it.
+    let r = w
+        .post_form("/.oauth/revoke", &[("token", &rt), ("client_id", &client)])
+        .reply();
+    assert_eq!(r.status, 200);
+    assert_eq!(w.mcp("/mcp", &te).reply().status, 401);
+}
+
+#[test]
+fn revocation_with_the_access_token_revokes_the_grant() {
+    let mut w = World::new(json!({}));
+    let (client, tokens) = w.redeemed();
+    let te = tokens["access_token"].as_str().unwrap().to_string();
+    let r = w
+        .post_form("/.oauth/revoke", &[("token", &te), ("client_id", &client)])
+        .reply();
+    assert_eq!(r.status, 200);
+    assert_eq!(w.mcp("/mcp", &te).reply().status, 401);
+}
+
+#[test]
+fn the_registration_quota_is_per_source_under_a_global_ceiling() {
+    let mut w = World::new(
+        json!({"authorization_server": {"registration": {"dynamic": {
+        "max_per_source_per_window": 2, "max_per_window": 4}}}}),
+    );
+    let register = |w: &mut World, n: u32| {
+        w.send(
+            "POST",
+            "/.oauth/register",
+            &[("content-type", "application/json")],
+            Some(json!({"redirect_uris": [format!("https://app{n}.example.com/cb")], "token_endpoint_auth_method": "none"}).to_string().as_bytes()),
+        )
+        .reply()
+    };
+    w.source = Some("10.0.0.1:5000".into());
+    assert_eq!(register(&mut w, 1).status, 201);
+    assert_eq!(register(&mut w, 2).status, 201);
+    let r = register(&mut w, 3);
+    assert_eq!(r.status, 429);
+    assert!(
+        r.header_value("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["error"],
+        "temporarily_unavailable"
+    );
+    // Another port of the same address is the same source; a forwarded
+    // address is not believed without trusted_proxy_hops.
+    w.source = Some("10.0.0.1:5001".into());
+    let r = w
+        .send(
+            "POST",
+            "/.oauth/register",
+            &[("content-type", "application/json"), ("x-forwarded-for", "1.2.3.4")],
+            Some(br#"{"redirect_uris": ["https://x.example.com/cb"], "token_endpoint_auth_method": "none"}"#),
+        )
+        .reply();
+    assert_eq!(r.status, 429);
+    // Another source is not locked out by the first one's flood.
+    w.source = Some("10.0.0.2:5000".into());
+    assert_eq!(register(&mut w, 4).status, 201);
+    assert_eq!(register(&mut w, 5).status, 201);
+    // The global ceiling holds for everyone.
+    w.source = Some("10.0.0.3:5000".into());
+    assert_eq!(register(&mut w, 6).status, 429);
+}
+
+#[test]
+fn control_characters_never_reach_a_location_header() {
+    let mut w = World::new(json!({}));
+    for uri in [
+        "https://app.example/cb\r\nSet-Cookie: planted=1",
+        "https://app.example/cb\nSet-Cookie: planted=1",
+        "https://app.example/cb\rX",
+        "https://app.example/c\tb",
+        "https://app.example/cb\u{0}",
+        "https://app.example/cb\u{b}",
+        "https://app.example/cb\r\n\r\n<h1>body</h1>",
+        "https://App.Example/cb",
+    ] {
+        let (status, e) =
+            w.register(json!({"redirect_uris": [uri], "token_endpoint_auth_method": "none"}));
+        assert_eq!(
+            (status, e["error"].as_str()),
+            (400, Some("invalid_redirect_uri")),
+            "{uri:?}"
+        );
+    }
+    let (status, e) = w.register(json!({"redirect_uris": ["https://app.example/cb"],
+        "client_uri": "https://app.example/\r\nx", "token_endpoint_auth_method": "none"}));
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_client_metadata"))
+    );
+    // A loopback client may use any port, but not a URI the parser would clean up.
+    let client = w.public_client();
+    let challenge = crypto::sha256_b64url(b"verifier-verifier-verifier-verifier-verifier-1");
+    let url = World::authorize_url(&client, &challenge, "http://127.0.0.1:10000/mcp").replace(
+        "redirect_uri=http%3A%2F%2F127.0.0.1%3A53111%2Fcallback",
+        "redirect_uri=http%3A%2F%2F127.0.0.1%3A5555%2Fcallback%0D%0ASet-Cookie%3A+planted%3D1",
+    );
+    assert!(url.contains("%0D%0A"), "{url}");
+    let r = w.send("GET", &url, &[], None).reply();
+    assert_eq!(r.status, 400);
+    assert!(r.header_value("location").is_none());
+    assert!(r.headers.iter().all(|(n, _)| n != "set-cookie"));
 }

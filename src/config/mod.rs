@@ -30,6 +30,20 @@ pub struct Config {
     pub store: Store,
     pub mcp: McpSettings,
     pub cors: Cors,
+    /// What to do with a request whose authority no route serves.
+    pub unmatched_hosts: UnmatchedHosts,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted
+    /// to name the client (0: Envoy's own downstream address).
+    pub trusted_proxy_hops: usize,
+}
+
+/// A request for a host no route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnmatchedHosts {
+    /// Answered `404` (the default: nothing reaches a server around the filter).
+    Deny,
+    /// Passed on untouched, for listeners that also carry other traffic.
+    Passthrough,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +96,9 @@ pub struct Route {
     pub policy: Policy,
     /// Pomerium's `allow_any_authenticated_user`.
     pub allow_any_authenticated_user: bool,
+    /// Other paths of the route's host are forwarded (with a valid token,
+    /// without the upstream token) instead of refused.
+    pub forward_other_paths: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +111,12 @@ pub struct UpstreamOAuth2 {
     pub auth_style: AuthStyle,
     pub authorization_url_params: Vec<(String, String)>,
     pub refresh_skew_seconds: u64,
+    /// The code exchange's timeout.
     pub timeout_ms: u64,
+    /// A refresh's own timeout; it is never abandoned before.
+    pub refresh_timeout_ms: u64,
+    /// How long a request with an expired upstream token waits for a refresh.
+    pub refresh_wait_ms: u64,
 }
 
 /// Where the upstream client's credentials go at the token endpoint.
@@ -118,12 +140,17 @@ pub struct AuthorizationServer {
     pub scopes_supported: Vec<String>,
     pub dynamic_registration: DynamicRegistration,
     pub metadata_documents: MetadataDocuments,
+    /// Remember consent for dynamically registered clients too; by default
+    /// only clients verified through a metadata document skip the page.
+    pub remember_consent_for_registered_clients: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct DynamicRegistration {
     pub enabled: bool,
+    /// The ceiling for all sources together.
     pub max_per_window: u32,
+    pub max_per_source_per_window: u32,
     pub window_seconds: u64,
     pub unused_expiry_seconds: u64,
 }
@@ -173,9 +200,13 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "mcp",
     "cors",
     "allow_insecure_http",
+    "unmatched_hosts",
+    "trusted_proxy_hops",
 ];
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_REFRESH_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_REFRESH_WAIT_MS: u64 = 5_000;
 const MIN_SIGNING_KEY_BYTES: usize = 32;
 const ENCRYPTION_KEY_BYTES: usize = 32;
 /// OAuth 2.0 parameters that `authorization_url_params` may not replace.
@@ -289,6 +320,28 @@ impl Compiler {
         let cors = self
             .field::<Option<RawCors>>(root, "cors", "")
             .and_then(|raw| self.cors(raw.unwrap_or_default()));
+        let unmatched_hosts = match self
+            .field::<Option<String>>(root, "unmatched_hosts", "")
+            .flatten()
+            .as_deref()
+        {
+            None | Some("deny") => UnmatchedHosts::Deny,
+            Some("passthrough") => UnmatchedHosts::Passthrough,
+            Some(other) => {
+                self.error(
+                    "unmatched_hosts",
+                    format!("{other:?} is not one of \"deny\", \"passthrough\""),
+                );
+                UnmatchedHosts::Deny
+            }
+        };
+        let trusted_proxy_hops = self
+            .field::<Option<usize>>(root, "trusted_proxy_hops", "")
+            .flatten()
+            .unwrap_or(0);
+        if trusted_proxy_hops > 16 {
+            self.error("trusted_proxy_hops", "must be between 0 and 16");
+        }
 
         if !self.errors.is_empty() {
             return None;
@@ -301,6 +354,8 @@ impl Compiler {
             store: store?,
             mcp: mcp?,
             cors: cors?,
+            unmatched_hosts,
+            trusted_proxy_hops,
         })
     }
 
@@ -533,6 +588,7 @@ impl Compiler {
             upstream,
             policy,
             allow_any_authenticated_user: raw.allow_any_authenticated_user,
+            forward_other_paths: raw.forward_other_paths,
         })
     }
 
@@ -587,6 +643,24 @@ impl Compiler {
             }
         };
         let timeout_ms = self.timeout(&join(&ep, "timeout_ms"), raw.endpoint.timeout_ms);
+        // A refresh rotates a single-use refresh token at the provider: given
+        // up too early, the provider's answer (the new token) is lost and the
+        // user must consent again. 30 s outlasts a provider's slow moments;
+        // requests don't wait that long (refresh_wait_ms) but the refresh does.
+        let refresh_timeout_ms = raw.refresh_timeout_ms.unwrap_or(DEFAULT_REFRESH_TIMEOUT_MS);
+        if !(1_000..=120_000).contains(&refresh_timeout_ms) {
+            self.error(
+                &join(at, "refresh_timeout_ms"),
+                "must be between 1000 and 120000 milliseconds",
+            );
+        }
+        let refresh_wait_ms = raw.refresh_wait_ms.unwrap_or(DEFAULT_REFRESH_WAIT_MS);
+        if !(100..=refresh_timeout_ms.max(100)).contains(&refresh_wait_ms) {
+            self.error(
+                &join(at, "refresh_wait_ms"),
+                "must be between 100 milliseconds and refresh_timeout_ms",
+            );
+        }
         for key in raw.authorization_url_params.keys() {
             if RESERVED_AUTHORIZATION_PARAMS.contains(&key.as_str()) {
                 self.error(
@@ -613,6 +687,8 @@ impl Compiler {
                 .collect(),
             refresh_skew_seconds: raw.refresh_skew_seconds.unwrap_or(60),
             timeout_ms,
+            refresh_timeout_ms,
+            refresh_wait_ms,
         })
     }
 
@@ -676,7 +752,8 @@ impl Compiler {
         let dyn_base = join(base, "registration.dynamic");
         let dynamic_registration = DynamicRegistration {
             enabled: dynamic.enabled.unwrap_or(true),
-            max_per_window: dynamic.max_per_window.unwrap_or(100),
+            max_per_window: dynamic.max_per_window.unwrap_or(1000),
+            max_per_source_per_window: dynamic.max_per_source_per_window.unwrap_or(20),
             window_seconds: ttl(
                 self,
                 "registration.dynamic.window_seconds",
@@ -695,6 +772,12 @@ impl Compiler {
         if dynamic_registration.max_per_window == 0 {
             self.error(
                 &join(&dyn_base, "max_per_window"),
+                "must be at least 1 (set enabled: false to turn registration off)",
+            );
+        }
+        if dynamic_registration.max_per_source_per_window == 0 {
+            self.error(
+                &join(&dyn_base, "max_per_source_per_window"),
                 "must be at least 1 (set enabled: false to turn registration off)",
             );
         }
@@ -749,6 +832,9 @@ impl Compiler {
             scopes_supported,
             dynamic_registration,
             metadata_documents,
+            remember_consent_for_registered_clients: raw
+                .remember_consent_for_registered_clients
+                .unwrap_or(false),
         }
     }
 

@@ -62,6 +62,10 @@ pub struct RawRoute {
     /// Pomerium's shortcut: any signed-in user may use the route.
     #[serde(default)]
     pub allow_any_authenticated_user: bool,
+    /// Forward paths of the route's host other than the MCP endpoint (with a
+    /// valid token, without the upstream token); refused when false.
+    #[serde(default)]
+    pub forward_other_paths: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +96,12 @@ pub struct RawUpstreamOAuth2 {
     /// Refresh the upstream token when it expires within this many seconds.
     #[serde(default)]
     pub refresh_skew_seconds: Option<u64>,
+    /// How long a refresh may take before its outcome counts as unknown.
+    #[serde(default)]
+    pub refresh_timeout_ms: Option<u64>,
+    /// How long a request holding an expired upstream token waits for a refresh.
+    #[serde(default)]
+    pub refresh_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +135,10 @@ pub struct RawAuthorizationServer {
     pub scopes_supported: Option<Vec<String>>,
     #[serde(default)]
     pub registration: Option<RawRegistration>,
+    /// Remember consent for dynamically registered clients too (not only
+    /// for clients verified through a metadata document).
+    #[serde(default)]
+    pub remember_consent_for_registered_clients: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +157,8 @@ pub struct RawDynamicRegistration {
     pub enabled: Option<bool>,
     #[serde(default)]
     pub max_per_window: Option<u32>,
+    #[serde(default)]
+    pub max_per_source_per_window: Option<u32>,
     #[serde(default)]
     pub window_seconds: Option<u64>,
     #[serde(default)]

@@ -97,7 +97,21 @@ fn each_problem_names_its_field() {
     let cases: Vec<(Value, &str)> = vec![
         (
             with("/routes/0/from", json!("not a url")),
-            "routes[0].from: not an absolute URL",
+            "routes[0].from: \"not a url\" is not an absolute URL",
+        ),
+        (
+            with(
+                "/routes/0/mcp/server/upstream_oauth2",
+                json!({"client_id": "c", "client_secret": "s", "endpoint": {
+                    "auth_url": "https://github.com/login/oauth/authorize\r\nSet-Cookie: a=b",
+                    "token_url": "https://github.com/login/oauth/access_token",
+                    "cluster": "github"}}),
+            ),
+            "routes[0].mcp.server.upstream_oauth2.endpoint.auth_url: \"https://github.com/login/oauth/authorize\\r\\nSet-Cookie: a=b\" contains a control character",
+        ),
+        (
+            with("/unmatched_hosts", json!("allow")),
+            "unmatched_hosts: \"allow\" is not one of",
         ),
         (
             with("/routes/0/from", json!("http://mcp.example.com")),

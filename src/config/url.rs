@@ -43,13 +43,10 @@ pub fn absolute_url(
     allow_insecure_http: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Url> {
-    let url = match Url::parse(value) {
+    let url = match crate::untrusted_url::parse_clean(value) {
         Ok(url) => url,
         Err(e) => {
-            errors.push(ConfigError::new(
-                field,
-                format!("not an absolute URL ({e}): {value:?}"),
-            ));
+            errors.push(ConfigError::new(field, format!("{value:?} {e}")));
             return None;
         }
     };

@@ -9,7 +9,7 @@ mod signin;
 mod tokens;
 mod upstream;
 
-use crate::config::{Config, Route, Store};
+use crate::config::{Config, Route, Store, UnmatchedHosts};
 use crate::cors;
 use crate::env::Random;
 use crate::metadata;
@@ -19,7 +19,7 @@ use crate::oauth::records::User;
 use crate::oauth::server_metadata;
 use crate::outbound::{CallResponse, OutboundCall};
 use crate::reply::{Failure, Reply, reply_for};
-use crate::routing::{Endpoint, RouteTable};
+use crate::routing::{Endpoint, Placement, RouteTable};
 use crate::store::{Kv, Vault};
 
 pub use inspect::{
@@ -96,6 +96,9 @@ pub struct RequestHead {
     pub path: String,
     pub authority: String,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Envoy's downstream address (`source.address`), read only for the
+    /// requests that need it ([`RequestHead::needs_downstream_address`]).
+    pub downstream_address: Option<String>,
 }
 
 impl RequestHead {
@@ -151,6 +154,13 @@ impl RequestHead {
             .split_once('?')
             .map(|(_, q)| q)
             .unwrap_or_default()
+    }
+
+    /// Client registration is quota'd per source; other requests don't pay
+    /// for reading the address.
+    pub fn needs_downstream_address(&self) -> bool {
+        self.method == "POST"
+            && self.path.split('?').next() == Some(crate::routing::endpoints::REGISTER)
     }
 
     fn is_preflight(&self) -> bool {
@@ -351,14 +361,21 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
 pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
     let filter = ctx.filter;
     let routes = &filter.config.routes;
-    let Some((route, endpoint)) = filter.routes.classify(
+    let (route, endpoint) = match filter.routes.classify(
         routes,
         &head.authority,
         &head.method,
         &head.path,
         head.is_preflight(),
-    ) else {
-        return Step::pass();
+    ) {
+        Placement::Route(route, endpoint) => (route, endpoint),
+        Placement::NoRoute if filter.config.unmatched_hosts == UnmatchedHosts::Passthrough => {
+            return Step::pass();
+        }
+        Placement::NoRoute => return Step::reply(crate::reply::no_route()),
+        // Refused even with passthrough: it may be a route's host spelled
+        // so that another matcher reads it differently.
+        Placement::Ambiguous(why) => return Step::reply(crate::reply::ambiguous_request(why)),
     };
     let route_index = filter.route_index(&route.name).unwrap_or_default();
     let cors_cfg = &filter.config.cors;
@@ -443,7 +460,11 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
                 };
             }
         }
-        Endpoint::Protected => protect::authorize_request(ctx, route, head),
+        Endpoint::Mcp => protect::authorize_request(ctx, route, head, true),
+        Endpoint::OtherPath if route.forward_other_paths => {
+            protect::authorize_request(ctx, route, head, false)
+        }
+        Endpoint::OtherPath => reply_for(&Failure::PathNotServed, route, scopes).into(),
     };
     finish(ctx, route_index, origin, outcome)
 }

@@ -10,7 +10,15 @@ use crate::oauth::records::{Grant, ns};
 use crate::reply::{Failure, reply_for};
 use crate::upstream::WAIT_SECONDS;
 
-pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Outcome {
+/// `mcp`: the request is for the MCP endpoint (its messages are judged and
+/// the upstream token is injected); else for another path the route
+/// forwards (`forward_other_paths`), which gets neither.
+pub(super) fn authorize_request(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    head: &RequestHead,
+    mcp: bool,
+) -> Outcome {
     let scopes = &ctx.config().authorization_server.scopes_supported;
     // Streamable HTTP uses GET, POST and DELETE (MCP Transports); a body
     // under another method would go on unjudged.
@@ -39,6 +47,15 @@ pub(super) fn authorize_request(ctx: &mut Ctx<'_>, route: &Route, head: &Request
         ))
         .to_reply()
         .into();
+    }
+    if !mcp {
+        let mut effects = own_cookies_removed(route, head);
+        effects.push(Effect::RemoveRequestHeader("authorization"));
+        return Outcome::Forward {
+            effects,
+            sub: None,
+            passage: Passage::default(),
+        };
     }
     let inspect = (head.method == "POST").then(|| {
         let mut problems = Vec::new();
@@ -111,6 +128,7 @@ fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<Grant, 
         &route.origin,
         &route.resource,
         ctx.now,
+        config.authorization_server.access_token_ttl_seconds,
     )
     .map_err(|p| Check::Failure(Failure::InvalidToken(p.describe())))?;
     let grant = ctx

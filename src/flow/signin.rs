@@ -750,20 +750,30 @@ fn after_sign_in(
             &format!("{who} is not allowed to use the MCP server {}.", route.name),
         );
     }
-    let remembered = ctx
-        .vault()
-        .get::<Consent>(
-            ns::CONSENT,
-            &consent_key(user, &pending.client_id, &route.name),
-        )
-        .ok()
-        .flatten()
-        .is_some_and(|c| {
-            pending
-                .scope
-                .split(' ')
-                .all(|s| c.value.scope.split(' ').any(|g| g == s))
-        });
+    // A dynamically registered client is anyone who copied a known client's
+    // public metadata: remembered consent would hand it a code without the
+    // person seeing whom they authorize (MCP Security Best Practices,
+    // confused deputy). Only a metadata-document client has a verified identity.
+    let may_remember = pending.client_verified
+        || ctx
+            .config()
+            .authorization_server
+            .remember_consent_for_registered_clients;
+    let remembered = may_remember
+        && ctx
+            .vault()
+            .get::<Consent>(
+                ns::CONSENT,
+                &consent_key(user, &pending.client_id, &route.name),
+            )
+            .ok()
+            .flatten()
+            .is_some_and(|c| {
+                pending
+                    .scope
+                    .split(' ')
+                    .all(|s| c.value.scope.split(' ').any(|g| g == s))
+            });
     if remembered {
         let found = ctx
             .vault()

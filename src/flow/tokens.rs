@@ -464,16 +464,19 @@ fn revoke_grant(ctx: &mut Ctx<'_>, gid: &str) {
 }
 
 /// `POST /.oauth/revoke` (RFC 7009): always 200 for a valid request.
+///
+/// The token is checked exactly as the token endpoint checks it: a refresh
+/// token must be the grant's live one (its hash, not just its grant id,
+/// which every access token shows), an access token must carry a valid MAC.
+/// Anything else is an unknown token, a no-op (RFC 7009 2.2).
 pub(super) fn revoke(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead, body: &[u8]) -> Outcome {
     let result = (|| -> Result<(), OAuthError> {
         let params = Params::parse(body)?;
         let client = authenticate_client(ctx, head, &params)?;
         let token = params.require("token")?;
-        let gid = match grant_id_of(token) {
-            Some(gid) if !token.contains("..") && token.matches('.').count() == 1 => {
-                Some(gid.to_string())
-            }
-            _ => ctx
+        let gid = match live_refresh_grant(ctx, token)? {
+            Some(gid) => Some(gid),
+            None => ctx
                 .config()
                 .routes
                 .iter()
@@ -485,6 +488,7 @@ pub(super) fn revoke(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead, body:
                         &r.origin,
                         &r.resource,
                         ctx.now,
+                        ctx.config().authorization_server.access_token_ttl_seconds,
                     )
                     .ok()
                 })
@@ -508,13 +512,53 @@ pub(super) fn revoke(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead, body:
     }
 }
 
+/// The grant whose live refresh token `token` is: the current one, or the
+/// previous one within the reuse grace (a client that missed the rotation's
+/// answer still holds it). `None` for anything else.
+fn live_refresh_grant(ctx: &mut Ctx<'_>, token: &str) -> Result<Option<String>, OAuthError> {
+    let Some(gid) = grant_id_of(token).filter(|_| token.matches('.').count() == 1) else {
+        return Ok(None);
+    };
+    let Some(found) = ctx
+        .vault()
+        .get::<Grant>(ns::GRANT, gid)
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let grant = found.value;
+    let presented = crypto::sha256_b64url(token.as_bytes());
+    let same = |h: &str| crate::secret::constant_time_eq(h.as_bytes(), presented.as_bytes());
+    let grace = ctx
+        .config()
+        .authorization_server
+        .refresh_reuse_grace_seconds;
+    let live = same(&grant.current_refresh)
+        || grant.previous_refresh.as_deref().is_some_and(same)
+            && ctx.now.saturating_sub(grant.rotated_at) <= grace;
+    Ok((live && !grant.revoked).then(|| gid.to_string()))
+}
+
 /// `POST /.oauth/register`.
-pub(super) fn register(ctx: &mut Ctx<'_>, _head: &RequestHead, body: &[u8]) -> Outcome {
+pub(super) fn register(ctx: &mut Ctx<'_>, head: &RequestHead, body: &[u8]) -> Outcome {
+    let source = crate::source_address::quota_key(
+        head.downstream_address.as_deref(),
+        head.header("x-forwarded-for"),
+        ctx.config().trusted_proxy_hops,
+    );
     let now = ctx.now;
     let filter = ctx.filter;
     let fresh = clients::Fresh {
         id: ctx.token(16),
         secret: ctx.token(32),
     };
-    clients::register(body, &filter.config, &mut ctx.vault(), now, fresh).into()
+    clients::register(
+        body,
+        &filter.config,
+        &mut ctx.vault(),
+        now,
+        fresh,
+        source.as_deref(),
+    )
+    .into()
 }

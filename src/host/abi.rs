@@ -27,6 +27,13 @@ unsafe extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    #[link_name = "proxy_get_property"]
+    fn host_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
     #[link_name = "proxy_get_header_map_pairs"]
     fn host_get_header_map_pairs(
         map_type: u32,
@@ -132,7 +139,37 @@ pub fn headers(map_type: MapType) -> Option<Vec<(String, Vec<u8>)>> {
     map_codec::decode(&unsafe { take_host_buffer(data, size) })
 }
 
+/// The last line against header injection: whatever the core decided, no
+/// name or value with CR, LF or NUL is handed to Envoy (RFC 9110 5.5).
+fn header_is_safe(name: &str, value: &str) -> bool {
+    let safe = crate::untrusted_url::is_safe_header_value(name)
+        && crate::untrusted_url::is_safe_header_value(value);
+    if !safe {
+        log::error!("refused to write header {name:?}: its value contains CR, LF or NUL");
+    }
+    safe
+}
+
+/// A host property such as `source.address` (segments joined by NUL, as the
+/// ABI wants); `None` when absent or unreadable.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    let joined = path.join("\0");
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: `joined` is borrowed for the call; on success the host hands
+    // over an allocation that take_host_buffer frees.
+    unsafe {
+        if host_get_property(joined.as_ptr(), joined.len(), &mut data, &mut size) != STATUS_OK {
+            return None;
+        }
+        Some(take_host_buffer(data, size))
+    }
+}
+
 pub fn replace_header(map_type: MapType, name: &str, value: &str) -> bool {
+    if !header_is_safe(name, value) {
+        return false;
+    }
     // SAFETY: pointers and lengths describe borrowed strings for the call.
     unsafe {
         host_replace_header_map_value(
@@ -151,6 +188,9 @@ pub fn remove_header(map_type: MapType, name: &str) -> bool {
 }
 
 pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> bool {
+    if !headers.iter().all(|(n, v)| header_is_safe(n, v)) {
+        return false;
+    }
     let encoded = map_codec::encode(headers);
     // SAFETY: every pointer/length pair describes a live borrowed buffer.
     unsafe {

@@ -8,6 +8,7 @@ use proxy_wasm::types::{BufferType, MapType};
 use super::abi;
 use crate::oidc::MAX_ANSWER_BYTES;
 use crate::outbound::{CallResponse, OutboundCall};
+use crate::untrusted_url::is_safe_header_value;
 
 /// Starts the call; `None` if Envoy refused it (e.g. the cluster is not defined).
 ///
@@ -17,6 +18,14 @@ use crate::outbound::{CallResponse, OutboundCall};
 /// answers a refused call with BadArgument or InternalFailure, which the
 /// crate returns as errors.
 pub fn dispatch(call: &OutboundCall) -> Option<u32> {
+    if let Some((name, _)) = call
+        .headers
+        .iter()
+        .find(|(n, v)| !is_safe_header_value(n) || !is_safe_header_value(v))
+    {
+        log::error!("refused a call whose header {name:?} contains CR, LF or NUL");
+        return None;
+    }
     let headers: Vec<(&str, &str)> = call
         .headers
         .iter()

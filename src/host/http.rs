@@ -213,6 +213,10 @@ impl HttpContext for Request {
         };
         let mut head = RequestHead::from_pairs(pairs);
         head.end_of_stream = end_of_stream;
+        if head.needs_downstream_address() {
+            head.downstream_address = abi::property(&["source", "address"])
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+        }
         action(self.step(
             &filter,
             Box::new(move |ctx, _| flow::on_request_headers(ctx, &head)),

@@ -33,7 +33,12 @@ pub enum TokenProblem {
     BadSignature,
     WrongAudience,
     Expired,
+    /// Lives longer than this server issues tokens for, or issued in the future.
+    LifetimeTooLong,
 }
+
+/// Clock difference tolerated between workers and replicas.
+const CLOCK_SKEW_SECONDS: u64 = 60;
 
 impl TokenProblem {
     pub fn describe(self) -> &'static str {
@@ -43,6 +48,9 @@ impl TokenProblem {
             TokenProblem::BadSignature => "the token's signature is invalid",
             TokenProblem::WrongAudience => "the token was issued for another resource",
             TokenProblem::Expired => "the token has expired",
+            TokenProblem::LifetimeTooLong => {
+                "the token's lifetime exceeds what this server issues; get a new token"
+            }
         }
     }
 }
@@ -106,6 +114,7 @@ pub fn verify(
     issuer: &str,
     audience: &str,
     now: u64,
+    max_lifetime: u64,
 ) -> Result<AccessClaims, TokenProblem> {
     let claims = match verified::get(token) {
         // A retired key's tokens stop verifying, cached or not.
@@ -124,6 +133,14 @@ pub fn verify(
     }
     if claims.exp <= now {
         return Err(TokenProblem::Expired);
+    }
+    // A valid MAC is not enough: a token minted with a longer lifetime (a
+    // leaked key, an older configuration) must not outlive the configured TTL.
+    if claims.exp.saturating_sub(claims.iat) > max_lifetime
+        || claims.exp > now + max_lifetime + CLOCK_SKEW_SECONDS
+        || claims.iat > now + CLOCK_SKEW_SECONDS
+    {
+        return Err(TokenProblem::LifetimeTooLong);
     }
     Ok(claims)
 }
@@ -200,6 +217,7 @@ mod tests {
             "http://127.0.0.1:10000",
             "http://127.0.0.1:10000/mcp",
             1_500,
+            1_000,
         );
         assert_eq!(ok.unwrap(), claims());
         assert_eq!(
@@ -208,7 +226,8 @@ mod tests {
                 &keys,
                 "http://127.0.0.1:10000",
                 "http://127.0.0.1:10000/other",
-                1_500
+                1_500,
+                1_000
             ),
             Err(TokenProblem::WrongAudience)
         );
@@ -218,7 +237,8 @@ mod tests {
                 &keys,
                 "http://127.0.0.1:10000",
                 "http://127.0.0.1:10000/mcp",
-                2_000
+                2_000,
+                1_000
             ),
             Err(TokenProblem::Expired)
         );
@@ -228,7 +248,8 @@ mod tests {
                 &keys[1..],
                 "http://127.0.0.1:10000",
                 "http://127.0.0.1:10000/mcp",
-                1_500
+                1_500,
+                1_000
             ),
             Err(TokenProblem::UnknownKey)
         );
@@ -238,7 +259,8 @@ mod tests {
                 &keys,
                 "http://evil",
                 "http://127.0.0.1:10000/mcp",
-                1_500
+                1_500,
+                1_000
             ),
             Err(TokenProblem::Malformed)
         );
@@ -254,14 +276,40 @@ mod tests {
                 &keys,
                 "http://127.0.0.1:10000",
                 "http://127.0.0.1:10000/mcp",
-                1_500
+                1_500,
+                1_000
             )
             .is_err()
         );
         assert_eq!(
-            verify("garbage", &keys, "i", "a", 0),
+            verify("garbage", &keys, "i", "a", 0, 1_000),
             Err(TokenProblem::Malformed)
         );
+    }
+
+    #[test]
+    fn a_valid_mac_does_not_make_an_overlong_token_valid() {
+        let keys = keys();
+        let (iss, aud) = ("http://127.0.0.1:10000", "http://127.0.0.1:10000/mcp");
+        let t = issue(&claims(), &keys).unwrap();
+        // exp - iat = 1000: fine with a TTL of 1000, too long for 999.
+        assert!(verify(&t, &keys, iss, aud, 1_500, 1_000).is_ok());
+        assert_eq!(
+            verify(&t, &keys, iss, aud, 1_500, 999),
+            Err(TokenProblem::LifetimeTooLong)
+        );
+        // A small exp - iat but an exp far beyond now + TTL: iat in the future.
+        let future = AccessClaims {
+            iat: 1_900,
+            exp: 2_000,
+            ..claims()
+        };
+        let t = issue(&future, &keys).unwrap();
+        assert_eq!(
+            verify(&t, &keys, iss, aud, 1_000, 1_000),
+            Err(TokenProblem::LifetimeTooLong)
+        );
+        assert!(verify(&t, &keys, iss, aud, 1_850, 1_000).is_ok());
     }
 
     #[test]
@@ -274,7 +322,8 @@ mod tests {
                 &keys,
                 "http://127.0.0.1:10000",
                 "http://127.0.0.1:10000/mcp",
-                1_500
+                1_500,
+                1_000
             )
             .is_ok()
         );
@@ -293,7 +342,8 @@ mod tests {
                 &keys(),
                 "http://127.0.0.1:10000",
                 "http://127.0.0.1:10000/mcp",
-                1_500
+                1_500,
+                1_000
             )
             .is_err()
         );

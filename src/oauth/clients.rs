@@ -8,7 +8,7 @@ use url::Url;
 use super::error::OAuthError;
 use super::records::{Client, ClientAuth, ns};
 use super::redirect_uri;
-use crate::config::{Config, MetadataDocuments};
+use crate::config::{Config, DynamicRegistration, MetadataDocuments};
 use crate::crypto;
 use crate::reply::Reply;
 use crate::store::{StoreError, Vault};
@@ -74,6 +74,27 @@ fn validate_metadata(
             "response_types: {bad:?} is not supported; use code"
         )));
     }
+    if let Some(uri) = &req.client_uri {
+        let problem = match crate::untrusted_url::parse_exact(uri) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") => None,
+            Ok(_) => Some("must be an http(s) URL".to_string()),
+            Err(p) => Some(p.to_string()),
+        };
+        if let Some(problem) = problem {
+            return Err(OAuthError::invalid_client_metadata(format!(
+                "client_uri: {uri:?} {problem}"
+            )));
+        }
+    }
+    if req
+        .client_name
+        .as_ref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(OAuthError::invalid_client_metadata(
+            "client_name: must not contain control characters",
+        ));
+    }
     if req.client_name.as_ref().is_some_and(|n| n.len() > 200) {
         return Err(OAuthError::invalid_client_metadata(
             "client_name: at most 200 characters",
@@ -98,15 +119,17 @@ pub struct Fresh {
     pub secret: String,
 }
 
-/// `POST /.oauth/register`.
+/// `POST /.oauth/register`. `source`: the quota key of the sender
+/// ([`crate::source_address::quota_key`]).
 pub fn register(
     body: &[u8],
     config: &Config,
     vault: &mut Vault<'_>,
     now: u64,
     fresh: Fresh,
+    source: Option<&str>,
 ) -> Reply {
-    match try_register(body, config, vault, now, fresh) {
+    match try_register(body, config, vault, now, fresh, source) {
         Ok(reply) => reply,
         Err(e) => e.to_reply(),
     }
@@ -118,6 +141,7 @@ fn try_register(
     vault: &mut Vault<'_>,
     now: u64,
     fresh: Fresh,
+    source: Option<&str>,
 ) -> Result<Reply, OAuthError> {
     let settings = &config.authorization_server.dynamic_registration;
     if !settings.enabled {
@@ -160,7 +184,7 @@ fn try_register(
     let client = match existing {
         Some(found) => found.value,
         None => {
-            take_quota(vault, settings.window_seconds, settings.max_per_window, now)?;
+            take_quota(vault, settings, source, now)?;
             let client = Client {
                 client_id: client_id.clone(),
                 redirect_uris,
@@ -205,28 +229,61 @@ fn try_register(
     Ok(Reply::json(201, &answer).header("cache-control", "no-store"))
 }
 
-/// Counts a new registration against the window's quota (CAS increment).
-fn take_quota(vault: &mut Vault<'_>, window: u64, max: u32, now: u64) -> Result<(), OAuthError> {
-    let bucket = (now / window.max(1)).to_string();
-    let mut over = false;
-    vault
-        .update::<u32, _>(ns::REGISTRATION_QUOTA, &bucket, |count| {
-            let count = count.unwrap_or(0);
-            over = count >= max;
-            (!over).then_some((count + 1, window))
-        })
-        .map_err(store_error)?;
-    if over {
-        let retry = window - now % window.max(1);
-        return Err(OAuthError::new(
+/// Counts a new registration against its source's quota and the global
+/// ceiling (CAS increments), so one flooding source can't lock everybody out.
+fn take_quota(
+    vault: &mut Vault<'_>,
+    settings: &DynamicRegistration,
+    source: Option<&str>,
+    now: u64,
+) -> Result<(), OAuthError> {
+    let window = settings.window_seconds.max(1);
+    let bucket = now / window;
+    let retry = window - now % window;
+    let refused = |what: String| {
+        OAuthError::new(
             "temporarily_unavailable",
             429,
-            format!(
-                "too many client registrations; at most {max} per {window} seconds; try again in {retry} seconds"
-            ),
-        ));
+            format!("{what}; try again in {retry} seconds"),
+        )
+        .with_retry_after(retry)
+    };
+    // Sources are keyed by a hash: store keys name no address.
+    let source_key = format!(
+        "{bucket}|{}",
+        crypto::sha256_b64url(source.unwrap_or("unknown").as_bytes())
+    );
+    if !count(
+        vault,
+        &source_key,
+        settings.max_per_source_per_window,
+        window,
+    )? {
+        return Err(refused(format!(
+            "too many client registrations from your address; at most {} per {window} seconds",
+            settings.max_per_source_per_window
+        )));
+    }
+    if !count(vault, &bucket.to_string(), settings.max_per_window, window)? {
+        return Err(refused(format!(
+            "too many client registrations on this server; at most {} per {window} seconds",
+            settings.max_per_window
+        )));
     }
     Ok(())
+}
+
+/// Increments a counter unless it reached `max`; false when it had.
+fn count(vault: &mut Vault<'_>, key: &str, max: u32, ttl: u64) -> Result<bool, OAuthError> {
+    let mut under = false;
+    vault
+        .update::<u32, _>(ns::REGISTRATION_QUOTA, key, |count| {
+            let count = count.unwrap_or(0);
+            under = count < max;
+            under.then_some((count + 1, ttl))
+        })
+        .map_err(store_error)?;
+    Ok(under)
 }
 
 pub fn store_error(e: StoreError) -> OAuthError {
@@ -270,8 +327,9 @@ pub fn document_url(client_id: &str, settings: &MetadataDocuments) -> Result<Url
             "client ID metadata documents are turned off on this server; register the client instead",
         ));
     }
-    let url = Url::parse(client_id)
-        .map_err(|_| OAuthError::invalid_client("the client_id URL is not valid"))?;
+    // Exact: the document's client_id is compared with this string (CIMD 4.1).
+    let url = crate::untrusted_url::parse_exact(client_id)
+        .map_err(|p| OAuthError::invalid_client(format!("the client_id URL {p}")))?;
     let raw_path = client_id.splitn(4, '/').nth(3).unwrap_or_default();
     let bad = url.scheme() != "https"
         || url.path() == "/"

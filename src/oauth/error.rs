@@ -11,6 +11,8 @@ pub struct OAuthError {
     pub code: &'static str,
     pub description: String,
     pub status: u32,
+    /// Seconds for `Retry-After` (RFC 9110 10.2.3), on a 429 or 503.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
@@ -19,7 +21,13 @@ impl OAuthError {
             code,
             description: description.into(),
             status,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -68,6 +76,9 @@ impl OAuthError {
         )
         .header("cache-control", "no-store")
         .header("pragma", "no-cache");
+        if let Some(seconds) = self.retry_after {
+            reply = reply.header("retry-after", seconds.to_string());
+        }
         if self.status == 401 {
             // RFC 6749 5.2: invalid_client with 401 carries a challenge for the client's scheme.
             reply = reply.header("www-authenticate", "Basic realm=\"oauth\"");

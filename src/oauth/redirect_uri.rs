@@ -4,11 +4,15 @@
 use url::Url;
 
 use crate::config::is_loopback;
+use crate::untrusted_url;
 
-/// Why a redirect URI can't be registered, or `None` when it can.
+/// Why a redirect URI can't be registered, or `None` when it can. It must be
+/// exactly its own serialization: it is later compared as a string and
+/// written into `Location`.
 pub fn registration_problem(uri: &str) -> Option<String> {
-    let Ok(url) = Url::parse(uri) else {
-        return Some(format!("{uri:?} is not an absolute URL"));
+    let url = match untrusted_url::parse_exact(uri) {
+        Ok(url) => url,
+        Err(problem) => return Some(format!("{uri:?} {problem}")),
     };
     if url.fragment().is_some() {
         return Some(format!("{uri:?} has a fragment (RFC 6749 3.1.2)"));
@@ -26,14 +30,16 @@ pub fn registration_problem(uri: &str) -> Option<String> {
 }
 
 /// True when `requested` is one of the `registered` redirect URIs: an exact
-/// string match, or for loopback http URIs the same but for the port.
+/// string match, or for loopback http URIs the same but for the port. A
+/// request that is not exactly its own serialization never matches, so what
+/// matched is safe to write into `Location` as it is.
 pub fn matches(registered: &[String], requested: &str) -> bool {
+    let Ok(req) = untrusted_url::parse_exact(requested) else {
+        return false;
+    };
     if registered.iter().any(|r| r == requested) {
         return true;
     }
-    let Ok(req) = Url::parse(requested) else {
-        return false;
-    };
     if req.scheme() != "http" || !is_loopback(&req) {
         return false;
     }
@@ -66,6 +72,28 @@ mod tests {
         assert!(registration_problem("https://app.example.com/cb#x").is_some());
         assert!(registration_problem("javascript:alert(1)").is_some());
         assert!(registration_problem("cb").is_some());
+        for injected in [
+            "https://app.example/cb\r\nSet-Cookie: a=b",
+            "https://app.example/cb\n",
+            "https://app.example/c\tb",
+            "https://app.example/cb\0",
+            "https://App.example/cb",
+            "https://app.example",
+        ] {
+            assert!(registration_problem(injected).is_some(), "{injected:?}");
+        }
+    }
+
+    #[test]
+    fn a_requested_uri_with_control_characters_never_matches() {
+        let reg = vec!["http://127.0.0.1/cb".to_string()];
+        assert!(matches(&reg, "http://127.0.0.1:5555/cb"));
+        assert!(!matches(
+            &reg,
+            "http://127.0.0.1:5555/cb\r\nSet-Cookie: a=b"
+        ));
+        assert!(!matches(&reg, "http://127.0.0.1:5555/c\tb"));
+        assert!(!matches(&reg, "http://127.0.0.1:05555/cb"));
     }
 
     #[test]

@@ -58,7 +58,28 @@ pub fn parse_discovery(idp: &IdentityProvider, answer: &CallResponse) -> Result<
             doc.issuer, idp.issuer
         ));
     }
-    Ok(doc)
+    // The endpoints go into a Location header and into calls: only their
+    // parsed form, and only if they carry no control characters.
+    let clean = |name: &str, value: &str| -> Result<String, String> {
+        match crate::untrusted_url::parse_clean(value) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") => Ok(url.to_string()),
+            Ok(_) => Err(format!(
+                "the discovery document's {name} is not an http(s) URL"
+            )),
+            Err(p) => Err(format!("the discovery document's {name} {p}")),
+        }
+    };
+    Ok(Discovery {
+        authorization_endpoint: clean("authorization_endpoint", &doc.authorization_endpoint)?,
+        token_endpoint: clean("token_endpoint", &doc.token_endpoint)?,
+        jwks_uri: clean("jwks_uri", &doc.jwks_uri)?,
+        userinfo_endpoint: doc
+            .userinfo_endpoint
+            .as_deref()
+            .map(|u| clean("userinfo_endpoint", u))
+            .transpose()?,
+        issuer: doc.issuer,
+    })
 }
 
 pub fn authorization_url(

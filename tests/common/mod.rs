@@ -73,6 +73,8 @@ pub struct World {
     pub now: u64,
     pub idp: Idp,
     pub cookies: HashMap<String, String>,
+    /// Envoy's downstream address for the requests sent.
+    pub source: Option<String>,
 }
 
 /// What the filter did with a request in the end.
@@ -127,6 +129,7 @@ impl World {
                 ..Upstream::default()
             },
             last_stage: None,
+            source: Some("127.0.0.1:40000".into()),
         }
     }
 
@@ -155,7 +158,10 @@ impl World {
                 .collect();
             h.push(("cookie".into(), jar.join("; ").into_bytes()));
         }
-        let head = RequestHead::from_pairs(h);
+        let mut head = RequestHead::from_pairs(h);
+        if head.needs_downstream_address() {
+            head.downstream_address = self.source.clone();
+        }
         let filter = &self.filter;
         let mut ctx = Ctx {
             filter,
