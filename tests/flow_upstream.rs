@@ -74,16 +74,60 @@ fn refreshed_across_several_expiries_with_rotation() {
     let tokens = w.tokens_for(GH);
     let te = tokens["access_token"].as_str().unwrap().to_string();
     for round in 1..=4 {
-        assert_eq!(
-            injected(w.mcp("/gh", &te)),
-            w.up.current_token(),
-            "round {round}"
-        );
-        // Within the skew (60 s) of expiry: refreshed before forwarding.
-        w.now += 1;
-        w.now += w.up.ttl - 60;
+        // Within the skew (60 s) of expiry the token still works: it goes as
+        // it is while a refresh runs beside the request.
+        let sent = injected(w.mcp("/gh", &te));
+        assert_eq!(sent, format!("ghu_{}", (round - 1).max(1)), "round {round}");
+        // The next request gets the refreshed one.
+        if round > 1 {
+            assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
+        }
+        w.now += w.up.ttl - 30;
     }
     assert_eq!(w.up.refreshes(), 3);
+}
+
+#[test]
+fn an_expired_token_waits_for_the_refresh_a_good_one_does_not() {
+    let mut w = World::new(json!({}));
+    let te = w.access_token_for(GH);
+    // Still good for 30 s, inside the 60 s skew: forwarded at once, and a refresh starts.
+    w.now += w.up.ttl - 30;
+    let first = w.start_mcp("/gh", &te);
+    assert!(
+        matches!(first.stage, Stage::Forwarded { .. }),
+        "{:?}",
+        first.stage
+    );
+    assert_eq!(
+        first.effects[0],
+        Effect::SetRequestHeader("authorization", "Bearer ghu_1".into())
+    );
+    assert!(World::refresh_of(&first).is_some());
+    // While it runs, others go on with the current token and start no second one.
+    for _ in 0..3 {
+        let other = w.start_mcp("/gh", &te);
+        assert!(matches!(other.stage, Stage::Forwarded { .. }));
+        assert!(World::refresh_of(&other).is_none());
+    }
+    // Once expired, a request waits for the refresh in flight.
+    w.now += 31;
+    let waiter = w.start_mcp("/gh", &te);
+    assert!(
+        matches!(waiter.stage, Stage::Parked { .. }),
+        "{:?}",
+        waiter.stage
+    );
+    assert!(World::refresh_of(&waiter).is_none());
+    let job = World::refresh_of(&first).unwrap();
+    let answer = w.up.answer(&job.call, w.now);
+    assert!(w.finish_refresh(job, &answer).is_none());
+    let woken = w.wake(&waiter).expect("woken");
+    assert_eq!(
+        woken.effects[0],
+        Effect::SetRequestHeader("authorization", "Bearer ghu_2".into())
+    );
+    assert_eq!(w.up.refreshes(), 1);
 }
 
 #[test]
@@ -94,7 +138,7 @@ fn concurrent_requests_share_one_refresh() {
     w.now += w.up.ttl;
     let first = w.start_mcp("/gh", &te);
     assert!(
-        matches!(first.stage, Stage::Waiting { .. }),
+        matches!(first.stage, Stage::Parked { .. }),
         "{:?}",
         first.stage
     );
@@ -102,9 +146,10 @@ fn concurrent_requests_share_one_refresh() {
     for o in &others {
         assert!(matches!(o.stage, Stage::Parked { .. }), "{:?}", o.stage);
         assert_eq!(o.next, Next::Stop);
+        assert!(World::refresh_of(o).is_none(), "one refresh only");
         assert!(w.wake(o).is_none(), "nothing to wake for yet");
     }
-    let done = w.answer_upstream(&first);
+    let done = w.answer_upstream(&first).expect("woken");
     assert!(matches!(done.stage, Stage::Forwarded { .. }));
     for o in &others {
         let woken = w.wake(o).expect("woken");
@@ -118,18 +163,89 @@ fn concurrent_requests_share_one_refresh() {
 }
 
 #[test]
-fn a_waiter_gives_up_after_its_deadline() {
+fn a_waiter_gives_up_after_its_deadline_but_the_refresh_goes_on() {
     let mut w = World::new(json!({}));
     let te = w.access_token_for(GH);
     w.now += w.up.ttl;
-    let _holder = w.start_mcp("/gh", &te);
+    let holder = w.start_mcp("/gh", &te);
     let waiter = w.start_mcp("/gh", &te);
-    w.now += 16;
-    let r = w.wake(&waiter).expect("timed out");
-    match &r.effects[0] {
-        Effect::SendReply(reply) => assert_eq!(reply.status, 503),
-        other => panic!("{other:?}"),
+    // refresh_wait_ms defaults to 5 s.
+    w.now += 6;
+    for step in [&holder, &waiter] {
+        let r = w.wake(step).expect("timed out");
+        match &r.effects[0] {
+            Effect::SendReply(reply) => {
+                assert_eq!(reply.status, 503);
+                assert!(reply.header_value("retry-after").is_some());
+            }
+            other => panic!("{other:?}"),
+        }
     }
+    // The provider answers late, within the refresh's own timeout: its
+    // rotated tokens are stored, and the next request just works.
+    let job = World::refresh_of(&holder).unwrap();
+    assert_eq!(job.call.timeout_ms, 30_000);
+    let answer = w.up.answer(&job.call, w.now);
+    w.finish_refresh(job, &answer);
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
+    assert_eq!(w.up.refreshes(), 1);
+}
+
+#[test]
+fn a_refresh_whose_outcome_is_unknown_costs_nothing() {
+    let mut w = World::new(json!({}));
+    let te = w.access_token_for(GH);
+    w.now += w.up.ttl;
+    let waiter = w.start_mcp("/gh", &te);
+    let job = World::refresh_of(&waiter).unwrap();
+    // No answer within the refresh timeout (Envoy reports it as no headers).
+    w.finish_refresh(job, &mcp_oauth_filter::outbound::CallResponse::failed());
+    let r = w.wake(&waiter).expect("told");
+    let reply = match &r.effects[0] {
+        Effect::SendReply(reply) => reply.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(reply.status, 503);
+    assert!(String::from_utf8_lossy(&reply.body).contains("outcome is not known"));
+    assert!(reply.header_value("retry-after").is_some());
+    // The grant is kept; after the back-off the next refresh succeeds.
+    w.now += 6;
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
+}
+
+#[test]
+fn tokens_in_use_are_refreshed_before_they_are_needed() {
+    let mut w = World::new(json!({}));
+    let te = w.access_token_for(GH);
+    let tick = |w: &mut World| {
+        let sub = w.idp.user().to_string();
+        let mut ctx = mcp_oauth_filter::flow::Ctx {
+            filter: &w.filter,
+            now: w.now,
+            random: &mut w.random,
+            kv: &mut w.kv,
+        };
+        mcp_oauth_filter::flow::proactive_refresh(&mut ctx, "gh", &sub)
+    };
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
+    // Far from expiry: nothing to do.
+    assert!(tick(&mut w).is_none());
+    // It would enter the skew before the next tick: refreshed now.
+    w.now += w.up.ttl - 60 - 29;
+    let job = tick(&mut w).expect("a proactive refresh");
+    assert!(tick(&mut w).is_none(), "the lock makes it one refresh");
+    let answer = w.up.answer(&job.call, w.now);
+    w.finish_refresh(job, &answer);
+    w.now += 40;
+    let step = w.start_mcp("/gh", &te);
+    assert!(
+        World::refresh_of(&step).is_none(),
+        "no refresh on the request path"
+    );
+    assert_eq!(
+        step.effects[0],
+        Effect::SetRequestHeader("authorization", "Bearer ghu_2".into())
+    );
 }
 
 #[test]
@@ -272,21 +388,16 @@ fn a_late_refusal_does_not_delete_a_newer_token() {
     let te = w.access_token_for(GH);
     w.now += w.up.ttl;
     let slow = w.start_mcp("/gh", &te);
-    assert!(matches!(slow.stage, Stage::Waiting { .. }));
-    // The holder outlives its lock (it can't with Envoy's timeouts, but say it did):
-    // another request takes over and refreshes first.
-    w.now += 21;
+    let slow_job = World::refresh_of(&slow).expect("a refresh");
+    // The refresh outlives its lock (it can't with Envoy's timeouts, but say
+    // it did): another request takes over and refreshes first.
+    w.now += 71;
     let fast = w.start_mcp("/gh", &te);
-    assert!(
-        matches!(fast.stage, Stage::Waiting { .. }),
-        "{:?}",
-        fast.stage
-    );
-    let done = w.answer_upstream(&fast);
+    let done = w.answer_upstream(&fast).expect("woken");
     assert!(matches!(done.stage, Stage::Forwarded { .. }));
     // The slow refresh used the same (now rotated) refresh token: refused.
-    let late = w.answer_upstream(&slow);
-    assert!(matches!(late.stage, Stage::Answered));
+    let answer = w.up.answer(&slow_job.call, w.now);
+    assert!(w.finish_refresh(slow_job, &answer).is_none());
     // The newer token survived.
     assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
 }

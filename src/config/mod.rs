@@ -753,7 +753,7 @@ impl Compiler {
         let dynamic_registration = DynamicRegistration {
             enabled: dynamic.enabled.unwrap_or(true),
             max_per_window: dynamic.max_per_window.unwrap_or(1000),
-            max_per_source_per_window: dynamic.max_per_source_per_window.unwrap_or(20),
+            max_per_source_per_window: dynamic.max_per_source_per_window.unwrap_or(60),
             window_seconds: ttl(
                 self,
                 "registration.dynamic.window_seconds",

@@ -27,7 +27,7 @@ pub use inspect::{
     withheld_tools_list,
 };
 pub use signin::Wait;
-pub use upstream::Parked;
+pub use upstream::{Parked, RefreshJob, proactive_refresh, refresh_answer};
 
 /// Largest body the filter reads for its own endpoints (forms, registration).
 pub const MAX_ENDPOINT_BODY_BYTES: usize = 64 * 1024;
@@ -221,7 +221,7 @@ pub enum Stage {
         route: usize,
         head: Box<RequestHead>,
     },
-    /// Waiting for another request's refresh of the upstream token.
+    /// Waiting for a refresh of the upstream token (the root context runs it).
     Parked {
         route: usize,
         origin: Option<String>,
@@ -244,6 +244,9 @@ pub enum Effect {
     SetResponseHeader(&'static str, String),
     /// Make the call; its answer comes back as [`on_call_response`].
     Dispatch(OutboundCall),
+    /// Hand the refresh to the root context, which makes its call and gives
+    /// the answer to [`refresh_answer`], whatever became of this request.
+    StartRefresh(Box<RefreshJob>),
 }
 
 /// Whether the host lets the request go on or holds it.
@@ -298,8 +301,10 @@ pub(crate) enum Outcome {
         sub: Option<String>,
         passage: Passage,
     },
-    /// Wait for another request to refresh the upstream token.
+    /// Wait for the refresh of the upstream token another request started.
     Park(Parked),
+    /// Wait for the refresh this request starts.
+    ParkAndRefresh(Parked, Box<RefreshJob>),
 }
 
 impl From<Reply> for Outcome {
@@ -335,6 +340,15 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
                 parked,
             },
             effects: Vec::new(),
+            next: Next::Stop,
+        },
+        Outcome::ParkAndRefresh(parked, job) => Step {
+            stage: Stage::Parked {
+                route,
+                origin,
+                parked,
+            },
+            effects: vec![Effect::StartRefresh(job)],
             next: Next::Stop,
         },
         Outcome::Forward {
@@ -562,7 +576,7 @@ pub fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
         false,
         parked.passage.clone(),
     ) {
-        Outcome::Park(_) => None,
+        Outcome::Park(_) | Outcome::ParkAndRefresh(..) => None,
         outcome => Some(finish(ctx, *route, origin.clone(), outcome)),
     }
 }

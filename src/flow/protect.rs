@@ -8,7 +8,6 @@ use crate::oauth::clients::store_error;
 use crate::oauth::error::OAuthError;
 use crate::oauth::records::{Grant, ns};
 use crate::reply::{Failure, reply_for};
-use crate::upstream::WAIT_SECONDS;
 
 /// `mcp`: the request is for the MCP endpoint (its messages are judged and
 /// the upstream token is injected); else for another path the route
@@ -107,7 +106,9 @@ pub(super) fn authorize_request(
         tools_list: Vec::new(),
         header_effects,
     };
-    let deadline = ctx.now + WAIT_SECONDS;
+    // A request with an expired upstream token waits this long for the refresh.
+    let wait_ms = route.upstream.as_ref().map_or(0, |u| u.refresh_wait_ms);
+    let deadline = ctx.now + wait_ms.div_ceil(1000);
     // Without upstream_oauth2 the Authorization header is removed (no token
     // passthrough, MCP authorization Security Considerations); with it, the
     // upstream token replaces it.

@@ -58,8 +58,6 @@ pub enum Wait {
         code: String,
         credentials: crate::upstream::client::CredentialsIn,
     },
-    /// The upstream provider's answer to a refresh (this request holds the lock).
-    UpstreamRefresh(super::upstream::Refreshing),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -476,9 +474,6 @@ pub(super) fn resume(
             code,
             credentials,
         } => upstream::code_answer(ctx, login, code, credentials, answer),
-        Wait::UpstreamRefresh(refreshing) => {
-            upstream::refresh_answer(ctx, route, refreshing, answer)
-        }
         Wait::ClientDocument { request, cookies } => {
             let client_id = request.client_id.clone().unwrap_or_default();
             if !answer.is_success() {

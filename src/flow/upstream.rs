@@ -12,12 +12,13 @@ use crate::oauth::clients::store_error;
 use crate::oauth::error::OAuthError;
 use crate::oauth::form::Params;
 use crate::oauth::records::{PendingAuthorization, User};
+use crate::outbound::OutboundCall;
 use crate::reply::{Failure, Reply, reply_for};
 use crate::routing::endpoints;
 use crate::upstream::client::{self, CredentialsIn, TokenCallError};
 use crate::upstream::{
-    FAILURE_BACKOFF_SECONDS, Lock, StoredToken, UpstreamLogin, first_attempt, lock_seconds, ns,
-    token_key,
+    FAILURE_BACKOFF_SECONDS, Lock, RefreshFailure, StoredToken, UpstreamLogin, first_attempt,
+    lock_seconds, ns, token_key,
 };
 
 /// How long an upstream consent may take.
@@ -247,21 +248,23 @@ pub(super) fn code_answer(
     }
 }
 
-/// A refresh in flight, held by this request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refreshing {
+/// A refresh of one user's upstream token, carried out by the root context
+/// (not by the request that needed it, so it is never abandoned when that
+/// request gives up or goes away). It holds the refresh lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshJob {
+    pub route: String,
     pub sub: String,
     pub credentials: CredentialsIn,
-    pub deadline: u64,
-    /// What the request carries on with once refreshed.
-    pub passage: Passage,
-    /// The owner id of the lock this request holds.
+    /// The owner id of the lock this refresh holds.
     pub lock: String,
     /// SHA-256 of the refresh token sent.
     pub used: String,
+    pub call: OutboundCall,
 }
 
-/// A request that waits for another request's refresh of the same token.
+/// A request that waits for a refresh of the token it needs (its own was
+/// expired).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parked {
     pub sub: String,
@@ -279,28 +282,54 @@ fn challenge(ctx: &Ctx<'_>, route: &Route, why: &'static str) -> Outcome {
     .into()
 }
 
-fn unavailable(why: &str) -> Outcome {
+fn unavailable(why: &str, retry_after: u64) -> Outcome {
     OAuthError::temporarily_unavailable(why)
+        .with_retry_after(retry_after)
         .to_reply()
-        .header("retry-after", FAILURE_BACKOFF_SECONDS.to_string())
         .into()
 }
 
-fn forward_with(token: &StoredToken, sub: &str, passage: Passage) -> Outcome {
+/// What a request that can't wait any longer is told.
+fn no_token_yet(token: &StoredToken, retry_after: u64) -> Outcome {
+    let why = match token.failure {
+        Some(RefreshFailure::OutcomeUnknown) => {
+            "the upstream provider did not answer the refresh of your token in time; its outcome is not known yet; try again shortly"
+        }
+        Some(RefreshFailure::Misconfigured) => {
+            "the upstream provider refused the gateway's client credentials; ask the operator to check mcp.server.upstream_oauth2"
+        }
+        Some(RefreshFailure::Unavailable) => {
+            "the upstream provider's token endpoint is unavailable; try again shortly"
+        }
+        None => "the upstream token is being refreshed; try again shortly",
+    };
+    unavailable(why, retry_after)
+}
+
+fn forward_with(
+    token: &StoredToken,
+    sub: &str,
+    passage: Passage,
+    start: Option<RefreshJob>,
+) -> Outcome {
     // The client's credential is replaced by the upstream token (no token passthrough).
+    let mut effects = vec![Effect::SetRequestHeader(
+        "authorization",
+        format!("Bearer {}", token.access_token),
+    )];
+    effects.extend(start.map(|job| Effect::StartRefresh(Box::new(job))));
     Outcome::Forward {
-        effects: vec![Effect::SetRequestHeader(
-            "authorization",
-            format!("Bearer {}", token.access_token),
-        )],
+        effects,
         sub: Some(sub.to_string()),
         passage,
     }
 }
 
 /// On an MCP request whose access token is valid: the upstream token to
-/// send, refreshed first if needed. `may_refresh`: false for a request
-/// woken from waiting, which only takes what another request fetched.
+/// send. A token within its refresh skew is sent as it is while a refresh
+/// runs beside it; only a request whose token has expired waits, until its
+/// deadline. `may_refresh`: false for a request woken from waiting, which
+/// only takes what the refresh stored.
 pub(super) fn inject(
     ctx: &mut Ctx<'_>,
     route: &Route,
@@ -330,9 +359,13 @@ pub(super) fn inject(
         Err(e) => return store_error(e).into(),
     };
     if token.is_fresh(now, up.refresh_skew_seconds) {
-        return forward_with(&token, sub, passage);
+        return forward_with(&token, sub, passage, None);
     }
+    let usable = token.is_unexpired(now);
     if token.refresh_token.is_none() {
+        if usable {
+            return forward_with(&token, sub, passage, None);
+        }
         let _ = remove(ctx, ns::TOKEN, &key);
         return challenge(
             ctx,
@@ -340,36 +373,80 @@ pub(super) fn inject(
             "the upstream token expired and can't be refreshed; authorize again",
         );
     }
-    if token
-        .failed_at
-        .is_some_and(|f| now.saturating_sub(f) < FAILURE_BACKOFF_SECONDS)
-    {
-        return unavailable(
-            "the upstream provider's token endpoint did not answer a moment ago; try again shortly",
-        );
-    }
-    let lock = match ctx.vault().get::<Lock>(ns::LOCK, &key) {
-        Ok(l) => l,
-        Err(e) => return store_error(e).into(),
-    };
-    let held = lock.as_ref().is_some_and(|l| l.value.until > now);
-    if held || !may_refresh {
-        if !held {
-            // Woken, but the refresh ended without a fresh token.
-            return unavailable("refreshing the upstream token failed; try again");
-        }
+    let wait = |passage: Passage| -> Outcome {
         if now >= deadline {
-            return unavailable(
-                "timed out waiting for the upstream token to be refreshed; try again",
-            );
+            let retry = up.refresh_wait_ms.div_ceil(1000).max(1);
+            return no_token_yet(&token, retry);
         }
-        return Outcome::Park(Parked {
+        Outcome::Park(Parked {
             sub: sub.to_string(),
             deadline,
             passage,
-        });
+        })
+    };
+    let backing_off = token
+        .failed_at
+        .is_some_and(|f| now.saturating_sub(f) < FAILURE_BACKOFF_SECONDS);
+    if backing_off || !may_refresh {
+        if usable {
+            return forward_with(&token, sub, passage, None);
+        }
+        return match lock_held(ctx, &key, now) {
+            Ok(true) if may_refresh || now < deadline => wait(passage),
+            Ok(_) => no_token_yet(&token, FAILURE_BACKOFF_SECONDS),
+            Err(e) => store_error(e).into(),
+        };
     }
-    let hold = lock_seconds(up.timeout_ms);
+    match start_refresh(ctx, route, sub, &token) {
+        Ok(Some(job)) if usable => forward_with(&token, sub, passage, Some(job)),
+        Ok(Some(job)) => Outcome::Park(Parked {
+            sub: sub.to_string(),
+            deadline,
+            passage,
+        })
+        .with_refresh(job),
+        // Someone else refreshes it: go on with the current token while it lasts.
+        Ok(None) if usable => forward_with(&token, sub, passage, None),
+        Ok(None) => wait(passage),
+        Err(e) => store_error(e).into(),
+    }
+}
+
+impl Outcome {
+    /// A parked request that also starts the refresh it waits for.
+    fn with_refresh(self, job: RefreshJob) -> Outcome {
+        match self {
+            Outcome::Park(parked) => Outcome::ParkAndRefresh(parked, Box::new(job)),
+            other => other,
+        }
+    }
+}
+
+fn lock_held(ctx: &mut Ctx<'_>, key: &str, now: u64) -> Result<bool, crate::store::StoreError> {
+    Ok(ctx
+        .vault()
+        .get::<Lock>(ns::LOCK, key)?
+        .is_some_and(|l| l.value.until > now))
+}
+
+/// Takes the refresh lock of (user, route) and makes the refresh to run;
+/// `None` when another refresh holds the lock.
+fn start_refresh(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    sub: &str,
+    token: &StoredToken,
+) -> Result<Option<RefreshJob>, crate::store::StoreError> {
+    let (Some(up), Some(refresh_token)) = (&route.upstream, &token.refresh_token) else {
+        return Ok(None);
+    };
+    let now = ctx.now;
+    let key = token_key(sub, &route.name);
+    let lock = ctx.vault().get::<Lock>(ns::LOCK, &key)?;
+    if lock.as_ref().is_some_and(|l| l.value.until > now) {
+        return Ok(None);
+    }
+    let hold = lock_seconds(up.refresh_timeout_ms);
     let owner = ctx.token(12);
     let mine = Lock {
         until: now + hold,
@@ -382,36 +459,43 @@ pub(super) fn inject(
     };
     match taken {
         Ok(()) => {}
-        Err(crate::store::StoreError::CasMismatch) => {
-            return Outcome::Park(Parked {
-                sub: sub.to_string(),
-                deadline,
-                passage,
-            });
-        }
-        Err(e) => return store_error(e).into(),
+        Err(crate::store::StoreError::CasMismatch) => return Ok(None),
+        Err(e) => return Err(e),
     }
     let credentials = first_attempt(up.auth_style, remembered_style(ctx, route));
-    let refresh_token = token.refresh_token.unwrap_or_default();
-    let call = client::refresh_call(up, &refresh_token, credentials);
-    Outcome::Call(
-        call,
-        Box::new(Wait::UpstreamRefresh(Refreshing {
-            sub: sub.to_string(),
-            credentials,
-            deadline,
-            passage,
-            lock: owner,
-            used: crypto::sha256_b64url(refresh_token.as_bytes()),
-        })),
-    )
+    Ok(Some(RefreshJob {
+        route: route.name.clone(),
+        sub: sub.to_string(),
+        credentials,
+        lock: owner,
+        used: crypto::sha256_b64url(refresh_token.as_bytes()),
+        call: client::refresh_call(up, refresh_token, credentials),
+    }))
+}
+
+/// How long before expiry a token in use is refreshed by the maintenance
+/// tick: its skew plus one tick, so the tick gets there before a request.
+pub fn proactive_refresh(ctx: &mut Ctx<'_>, route_name: &str, sub: &str) -> Option<RefreshJob> {
+    let route = ctx.config().route(route_name)?;
+    let up = route.upstream.as_ref()?;
+    let key = token_key(sub, &route.name);
+    let token = ctx.vault().get::<StoredToken>(ns::TOKEN, &key).ok()??.value;
+    let now = ctx.now;
+    let soon = up.refresh_skew_seconds + crate::maintenance::TICK_SECONDS;
+    let backing_off = token
+        .failed_at
+        .is_some_and(|f| now.saturating_sub(f) < FAILURE_BACKOFF_SECONDS);
+    if token.is_fresh(now, soon) || backing_off {
+        return None;
+    }
+    start_refresh(ctx, route, sub, &token).ok().flatten()
 }
 
 fn remove(ctx: &mut Ctx<'_>, namespace: &str, key: &str) -> Result<(), crate::store::StoreError> {
     ctx.vault().remove(namespace, key, 0)
 }
 
-/// Releases the refresh lock if this request still holds it.
+/// Releases the refresh lock if this refresh still holds it.
 fn release(ctx: &mut Ctx<'_>, key: &str, owner: &str) {
     let held = ctx.vault().get::<Lock>(ns::LOCK, key).ok().flatten();
     if let Some(lock) = held.filter(|l| l.value.owner == owner) {
@@ -419,7 +503,7 @@ fn release(ctx: &mut Ctx<'_>, key: &str, owner: &str) {
     }
 }
 
-/// The stored token, if it still holds the refresh token this request used
+/// The stored token, if it still holds the refresh token this refresh used
 /// (else someone else refreshed meanwhile, and their result stands).
 fn still_ours(current: &Option<crate::store::Versioned<StoredToken>>, used: &str) -> bool {
     current.as_ref().is_some_and(|c| {
@@ -430,105 +514,103 @@ fn still_ours(current: &Option<crate::store::Versioned<StoredToken>>, used: &str
     })
 }
 
-/// The provider answered a refresh. The lock is released whatever happened.
-pub(super) fn refresh_answer(
+/// The provider answered a refresh (status 0: no answer within the refresh
+/// timeout). Whatever it said is stored: its new tokens, its refusal, or
+/// the failure the waiting requests are told of. Returns the retry to run
+/// (`auth_style: auto` moving the credentials into the body), still holding
+/// the lock; otherwise the lock is released.
+pub fn refresh_answer(
     ctx: &mut Ctx<'_>,
-    route: &Route,
-    refreshing: Refreshing,
+    job: RefreshJob,
     answer: &crate::outbound::CallResponse,
-) -> Outcome {
-    let (sub, credentials, lock, used) = (
-        refreshing.sub.clone(),
-        refreshing.credentials,
-        refreshing.lock.clone(),
-        refreshing.used.clone(),
-    );
-    let Some(up) = &route.upstream else {
-        return OAuthError::server_error("the route no longer uses an upstream provider").into();
-    };
-    let key = token_key(&sub, &route.name);
+) -> Option<RefreshJob> {
+    let route = ctx.config().route(&job.route)?;
+    let up = route.upstream.as_ref()?;
+    let key = token_key(&job.sub, &route.name);
     let now = ctx.now;
     let current = ctx
         .vault()
         .get::<StoredToken>(ns::TOKEN, &key)
         .ok()
         .flatten();
-    let outcome = match client::parse_answer(answer) {
+    let failure = match client::parse_answer(answer) {
         Ok(issued) => {
-            remember_style(ctx, route, credentials);
+            remember_style(ctx, route, job.credentials);
             let previous_refresh = current.and_then(|c| c.value.refresh_token);
-            // Stored unconditionally: the provider just rotated the refresh token
-            // for us, so ours is the one that works now.
+            // Stored unconditionally: the provider just rotated the refresh
+            // token for us, so ours is the one that works now.
             let token = StoredToken::from_issued(issued, previous_refresh, now);
-            // Rotated refresh tokens are single use: the new one must be stored before anyone else refreshes.
-            match ctx
+            if let Err(e) = ctx
                 .vault()
                 .put(ns::TOKEN, &key, &token, token.keep_seconds(now), 0)
             {
-                Ok(()) => forward_with(&token, &sub, refreshing.passage.clone()),
-                Err(e) => store_error(e).into(),
-            }
-        }
-        Err(e) if retry_in_body(route, &e, credentials) => {
-            let Some(refresh_token) = current.and_then(|c| c.value.refresh_token) else {
-                return challenge(
-                    ctx,
-                    route,
-                    "the upstream authorization is gone; authorize again",
+                log::error!(
+                    "upstream refresh for route {} succeeded but could not be stored ({e}); the user may have to authorize again",
+                    route.name
                 );
-            };
-            let call = client::refresh_call(up, &refresh_token, CredentialsIn::Body);
-            // Still holding the lock.
-            return Outcome::Call(
-                call,
-                Box::new(Wait::UpstreamRefresh(Refreshing {
+            }
+            None
+        }
+        Err(e) if retry_in_body(route, &e, job.credentials) => {
+            let refresh_token = current.and_then(|c| c.value.refresh_token);
+            if let Some(refresh_token) = refresh_token {
+                return Some(RefreshJob {
                     credentials: CredentialsIn::Body,
-                    ..refreshing
-                })),
-            );
+                    call: client::refresh_call(up, &refresh_token, CredentialsIn::Body),
+                    ..job
+                });
+            }
+            None
         }
         Err(e @ TokenCallError::Refused { .. }) => {
-            log::warn!(
-                "upstream refresh refused for route {} ({e}): the user must authorize again",
-                route.name
-            );
             // Only if nobody refreshed meanwhile: a newer token stands.
-            if still_ours(&current, &used) {
+            if still_ours(&current, &job.used) {
+                log::warn!(
+                    "upstream refresh refused for route {} ({e}): the user must authorize again",
+                    route.name
+                );
                 let _ = remove(ctx, ns::TOKEN, &key);
             }
-            challenge(
-                ctx,
-                route,
-                "the upstream provider revoked its authorization; authorize again",
-            )
+            None
         }
         Err(e @ TokenCallError::ClientAuthentication(_)) => {
             log::error!(
                 "upstream refresh for route {}: {e}; check mcp.server.upstream_oauth2 client_id, client_secret and auth_style",
                 route.name
             );
-            OAuthError::new(
-                "server_error",
-                502,
-                format!("{e}; the gateway's upstream client configuration is wrong"),
-            )
-            .into()
+            Some(RefreshFailure::Misconfigured)
+        }
+        Err(e @ TokenCallError::Unavailable(_)) if answer.status == 0 => {
+            log::warn!(
+                "upstream refresh outcome unknown for route {}: {e} within {} ms; the provider may have rotated the refresh token; the next refresh will tell",
+                route.name,
+                up.refresh_timeout_ms
+            );
+            Some(RefreshFailure::OutcomeUnknown)
         }
         Err(e @ TokenCallError::Unavailable(_)) => {
             log::warn!("upstream refresh for route {} failed: {e}", route.name);
-            if let Some(mut failed) = current {
-                failed.value.failed_at = Some(now);
-                let keep = failed.value.keep_seconds(now);
-                let _ = ctx
-                    .vault()
-                    .put(ns::TOKEN, &key, &failed.value, keep, failed.cas);
-            }
-            // The stale token is never sent.
-            unavailable(&format!("{e}; try again shortly"))
+            Some(RefreshFailure::Unavailable)
         }
     };
-    release(ctx, &key, &lock);
-    outcome
+    let stored = ctx
+        .vault()
+        .get::<StoredToken>(ns::TOKEN, &key)
+        .ok()
+        .flatten();
+    if let (Some(failure), Some(mut failed)) = (failure, stored)
+        && still_ours(&Some(failed.clone()), &job.used)
+    {
+        // The token is kept: a failure that is not a refusal never costs the grant.
+        failed.value.failed_at = Some(now);
+        failed.value.failure = Some(failure);
+        let keep = failed.value.keep_seconds(now);
+        let _ = ctx
+            .vault()
+            .put(ns::TOKEN, &key, &failed.value, keep, failed.cas);
+    }
+    release(ctx, &key, &job.lock);
+    None
 }
 
 /// The MCP server refused the upstream token (`401`, or `403` with

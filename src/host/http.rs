@@ -58,7 +58,6 @@ impl Request {
             random: &mut random,
             kv: &mut kv,
         };
-        let was_refreshing = matches!(&self.stage, Stage::Waiting { wait, .. } if matches!(**wait, flow::Wait::UpstreamRefresh { .. }));
         let mut step = run(&mut ctx, &self.stage);
         let next = loop {
             if !HostRandom::healthy() {
@@ -78,16 +77,26 @@ impl Request {
                 }
             }
         };
-        if let Stage::Parked { .. } = self.stage {
-            self.waiters
-                .borrow_mut()
-                .park(self.context_id, self.stage.clone());
-            // Look often while anything waits.
-            let _ = abi::set_tick_period_ms(waiters::FAST_TICK_MS);
+        match &self.stage {
+            Stage::Parked { .. } => {
+                self.waiters
+                    .borrow_mut()
+                    .park(self.context_id, self.stage.clone());
+            }
+            Stage::Forwarded {
+                route,
+                sub: Some(sub),
+                ..
+            } => {
+                if let Some(route) = filter.config.routes.get(*route) {
+                    self.waiters.borrow_mut().used(&route.name, sub, ctx.now);
+                }
+            }
+            _ => {}
         }
-        if was_refreshing && !matches!(self.stage, Stage::Waiting { .. }) {
-            // This request's refresh ended: the VM's own waiters need not wait for a tick.
-            waiters::wake(filter, &self.waiters, self.context_id);
+        if self.waiters.borrow().is_waiting() {
+            // Look often while anything waits or a refresh is to start.
+            let _ = abi::set_tick_period_ms(waiters::FAST_TICK_MS);
         }
         next
     }
@@ -118,6 +127,10 @@ impl Request {
                     if calls::dispatch(call).is_none() {
                         return Applied::CallRefused;
                     }
+                    true
+                }
+                Effect::StartRefresh(job) => {
+                    self.waiters.borrow_mut().queue_refresh((**job).clone());
                     true
                 }
             };
@@ -164,6 +177,7 @@ fn effect_name(effect: &Effect) -> &'static str {
         Effect::SetRequestHeader(..) => "set request header",
         Effect::SetResponseHeader(..) => "set response header",
         Effect::Dispatch(_) => "dispatch call",
+        Effect::StartRefresh(_) => "start refresh",
     }
 }
 

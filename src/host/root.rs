@@ -1,5 +1,7 @@
-//! The root context: reads and compiles the plugin configuration, and makes
-//! a context for each HTTP request.
+//! The root context: reads and compiles the plugin configuration, makes a
+//! context for each HTTP request, and runs what must outlive requests: the
+//! maintenance tick and every upstream token refresh (a refresh started by a
+//! request that then gives up is still carried through and stored).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -12,7 +14,7 @@ use super::shared_data::SharedData;
 use super::waiters::{self, Waiters};
 use super::{abi, calls, http::Request, logger};
 use crate::config::Config;
-use crate::flow::{Ctx, Filter};
+use crate::flow::{self, Ctx, Filter, RefreshJob};
 use crate::maintenance::{self, Purpose};
 use crate::outbound::OutboundCall;
 
@@ -22,14 +24,20 @@ const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Default)]
 pub struct Root {
     filter: Option<Rc<Filter>>,
-    /// Maintenance calls in flight, by call token.
-    calls: HashMap<u32, Purpose>,
+    /// Calls in flight, by call token.
+    calls: HashMap<u32, Call>,
     /// Requests of this VM waiting for an upstream token refresh.
     waiters: Waiters,
     /// When maintenance last ran (the tick runs faster while requests wait).
     last_maintenance: u64,
     /// This root context's id, to make it effective again after waking requests.
     context_id: u32,
+}
+
+/// What a root context's call is for.
+enum Call {
+    Maintenance(Purpose),
+    Refresh(Box<RefreshJob>),
 }
 
 impl Root {
@@ -57,7 +65,48 @@ impl Root {
 
     fn start(&mut self, purpose: Purpose, call: &OutboundCall) {
         if let Some(token) = calls::dispatch(call) {
-            self.calls.insert(token, purpose);
+            self.calls.insert(token, Call::Maintenance(purpose));
+        }
+    }
+
+    /// Starts a refresh; one Envoy refuses outright is answered as failed,
+    /// so its lock is released and the waiting requests are told.
+    fn start_refresh(&mut self, job: RefreshJob) {
+        match calls::dispatch(&job.call) {
+            Some(token) => {
+                self.calls.insert(token, Call::Refresh(Box::new(job)));
+            }
+            None => self.refresh_answered(job, &crate::outbound::CallResponse::failed()),
+        }
+    }
+
+    fn refresh_answered(&mut self, job: RefreshJob, answer: &crate::outbound::CallResponse) {
+        if let Some(Some(retry)) = self.with_ctx(|ctx| flow::refresh_answer(ctx, job, answer)) {
+            self.start_refresh(retry);
+            return;
+        }
+        // This VM's waiters need not wait for a tick.
+        if let Some(filter) = self.filter.clone() {
+            waiters::wake(&filter, &self.waiters, self.context_id);
+        }
+    }
+
+    fn start_queued_refreshes(&mut self) {
+        let queued = self.waiters.borrow_mut().take_refreshes();
+        for job in queued {
+            self.start_refresh(job);
+        }
+    }
+
+    /// Tokens in use that expire before the next tick are refreshed now,
+    /// off the request path.
+    fn refresh_tokens_in_use(&mut self) {
+        let in_use = self.waiters.borrow_mut().in_use(abi::now_seconds());
+        for (route, sub) in in_use {
+            if let Some(Some(job)) = self.with_ctx(|ctx| flow::proactive_refresh(ctx, &route, &sub))
+            {
+                self.start_refresh(job);
+            }
         }
     }
 }
@@ -70,14 +119,19 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(purpose) = self.calls.remove(&token_id) else {
+        let Some(call) = self.calls.remove(&token_id) else {
             return;
         };
         let answer = calls::answer(num_headers, body_size);
-        if let Some(Some((next, call))) =
-            self.with_ctx(|ctx| maintenance::on_answer(ctx, purpose, &answer))
-        {
-            self.start(next, &call);
+        match call {
+            Call::Maintenance(purpose) => {
+                if let Some(Some((next, call))) =
+                    self.with_ctx(|ctx| maintenance::on_answer(ctx, purpose, &answer))
+                {
+                    self.start(next, &call);
+                }
+            }
+            Call::Refresh(job) => self.refresh_answered(*job, &answer),
         }
     }
 }
@@ -137,6 +191,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        self.start_queued_refreshes();
         if let Some(filter) = self.filter.clone() {
             waiters::wake(&filter, &self.waiters, self.context_id);
         }
@@ -144,10 +199,18 @@ impl RootContext for Root {
             let _ = abi::set_tick_period_ms(maintenance::TICK_SECONDS * 1000);
         }
         let now = abi::now_seconds();
-        if !self.calls.is_empty() || now < self.last_maintenance + maintenance::TICK_SECONDS {
+        if now < self.last_maintenance + maintenance::TICK_SECONDS {
             return;
         }
         self.last_maintenance = now;
+        self.refresh_tokens_in_use();
+        let maintaining = self
+            .calls
+            .values()
+            .any(|c| matches!(c, Call::Maintenance(_)));
+        if maintaining {
+            return;
+        }
         for (purpose, call) in self.with_ctx(maintenance::tick).unwrap_or_default() {
             self.start(purpose, &call);
         }

@@ -1,8 +1,9 @@
-//! Requests parked while another request refreshes the upstream token they
-//! need. Each VM keeps its own; a VM learns that a refresh finished (in any
-//! worker) by looking at the store: right away when the refresh ran in the
-//! same VM, else on its root context's tick, which runs every
-//! [`FAST_TICK_MS`] while anything waits.
+//! Requests parked while the upstream token they need is refreshed, the
+//! refreshes waiting for the root context to start them, and the upstream
+//! tokens in use (for the tick's proactive refresh). Each VM keeps its own;
+//! a VM learns that a refresh finished (in any worker) by looking at the
+//! store: right away when the refresh ran in the same VM, else on its root
+//! context's tick, which runs every [`FAST_TICK_MS`] while anything waits.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,7 +14,7 @@ use proxy_wasm::types::MapType;
 use super::abi;
 use super::random::HostRandom;
 use super::shared_data::SharedData;
-use crate::flow::{self, Ctx, Effect, Filter, Next, Stage};
+use crate::flow::{self, Ctx, Effect, Filter, Next, RefreshJob, Stage};
 
 /// Tick period while requests wait.
 pub const FAST_TICK_MS: u64 = 20;
@@ -25,7 +26,14 @@ pub struct Registry {
     /// Requests woken by someone else, with their new stage, for the HTTP
     /// context to pick up (it needs the stage for its response).
     woken: HashMap<u32, Stage>,
+    /// Refreshes for the root context to start (only it outlives requests).
+    refreshes: Vec<RefreshJob>,
+    /// Upstream tokens forwarded lately: (route, user) to when, in seconds.
+    in_use: HashMap<(String, String), u64>,
 }
+
+/// How long a token counts as in use after a request carried it.
+pub const IN_USE_SECONDS: u64 = 600;
 
 pub type Waiters = Rc<RefCell<Registry>>;
 
@@ -35,7 +43,27 @@ impl Registry {
     }
 
     pub fn is_waiting(&self) -> bool {
-        !self.parked.is_empty()
+        !self.parked.is_empty() || !self.refreshes.is_empty()
+    }
+
+    pub fn queue_refresh(&mut self, job: RefreshJob) {
+        self.refreshes.push(job);
+    }
+
+    pub fn take_refreshes(&mut self) -> Vec<RefreshJob> {
+        std::mem::take(&mut self.refreshes)
+    }
+
+    pub fn used(&mut self, route: &str, sub: &str, now: u64) {
+        self.in_use
+            .insert((route.to_string(), sub.to_string()), now);
+    }
+
+    /// The tokens used within [`IN_USE_SECONDS`]; older ones are forgotten.
+    pub fn in_use(&mut self, now: u64) -> Vec<(String, String)> {
+        self.in_use
+            .retain(|_, at| now.saturating_sub(*at) < IN_USE_SECONDS);
+        self.in_use.keys().cloned().collect()
     }
 
     /// The stage another context gave this one, if it was woken.
@@ -98,7 +126,9 @@ pub fn wake(filter: &Filter, waiters: &Waiters, current: u32) {
                         abi::remove_header(MapType::HttpRequestHeaders, n)
                     }
                     // A woken request never refreshes or changes a response.
-                    Effect::SetResponseHeader(..) | Effect::Dispatch(_) => false,
+                    Effect::SetResponseHeader(..)
+                    | Effect::Dispatch(_)
+                    | Effect::StartRefresh(_) => false,
                 };
         }
         let mut registry = waiters.borrow_mut();

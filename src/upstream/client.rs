@@ -153,14 +153,18 @@ pub fn refresh_call(
     refresh_token: &str,
     credentials: CredentialsIn,
 ) -> OutboundCall {
-    token_call(
+    let mut call = token_call(
         up,
         vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ],
         credentials,
-    )
+    );
+    // A refresh has its own, longer timeout: abandoned early, the provider's
+    // rotated refresh token would be lost with its answer.
+    call.timeout_ms = up.refresh_timeout_ms;
+    call
 }
 
 /// Reads a token answer: JSON, or GitHub's form encoding; errors as RFC 6749

@@ -21,17 +21,15 @@ pub mod ns {
     pub const STYLE: &str = "ti_style";
 }
 
-/// How long a refresh may hold the lock before another request may take
-/// over: longer than the refresh can take (two calls with `auth_style: auto`,
-/// each bounded by the endpoint's timeout), so a live holder never loses it.
+/// How long a refresh may hold the lock before another may take over:
+/// longer than the refresh can take (two calls with `auth_style: auto`, each
+/// bounded by the refresh timeout), so a live holder never loses it.
 pub fn lock_seconds(timeout_ms: u64) -> u64 {
     2 * timeout_ms.div_ceil(1000) + 10
 }
 /// After a failed refresh (provider down), requests fail fast for this long
 /// instead of each trying again.
 pub const FAILURE_BACKOFF_SECONDS: u64 = 5;
-/// How long a request waits for another request's refresh.
-pub const WAIT_SECONDS: u64 = 15;
 /// How long a token without expiry or refresh token is kept.
 const NON_EXPIRING_KEEP_SECONDS: u64 = 365 * 86_400;
 /// How long a refresh token is kept when the provider does not say.
@@ -51,6 +49,21 @@ pub struct StoredToken {
     /// When the last refresh failed for want of an answer (not a refusal).
     #[serde(default)]
     pub failed_at: Option<u64>,
+    /// How it failed, to tell the requests that waited for it.
+    #[serde(default)]
+    pub failure: Option<RefreshFailure>,
+}
+
+/// Why the last refresh produced no token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefreshFailure {
+    /// The provider answered with an error it may recover from (5xx, 429).
+    Unavailable,
+    /// No answer within the refresh timeout: the provider may or may not
+    /// have rotated the refresh token. The next refresh tells.
+    OutcomeUnknown,
+    /// The provider refused the gateway's client credentials.
+    Misconfigured,
 }
 
 impl StoredToken {
@@ -66,12 +79,18 @@ impl StoredToken {
                 .map(|e| now.saturating_add(e.min(365 * 86_400))),
             scope: issued.scope,
             failed_at: None,
+            failure: None,
         }
     }
 
     /// Usable as is: not expiring within `skew` seconds.
     pub fn is_fresh(&self, now: u64, skew: u64) -> bool {
         self.expires_at.is_none_or(|exp| exp > now + skew)
+    }
+
+    /// Still accepted by the provider (if perhaps not for long).
+    pub fn is_unexpired(&self, now: u64) -> bool {
+        self.is_fresh(now, 0)
     }
 
     /// How long to keep the record: as long as it can still be used or refreshed.

@@ -10,7 +10,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcp_oauth_filter::config::Config;
 use mcp_oauth_filter::crypto;
 use mcp_oauth_filter::env::TestRandom;
-use mcp_oauth_filter::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
+use mcp_oauth_filter::flow::{
+    self, Ctx, Effect, Filter, Next, RefreshJob, RequestHead, Stage, Step,
+};
 use mcp_oauth_filter::outbound::{CallResponse, OutboundCall};
 use mcp_oauth_filter::reply::Reply;
 use mcp_oauth_filter::store::MemoryKv;
@@ -175,6 +177,21 @@ impl World {
                 assert_eq!(step.next, Next::Continue);
                 step = flow::on_request_body(&mut ctx, &step.stage, body.unwrap_or_default());
                 continue;
+            }
+            // The root context's part: a refresh runs to its end, then the
+            // parked request looks again.
+            let refresh = step.effects.iter().find_map(|e| match e {
+                Effect::StartRefresh(job) => Some((**job).clone()),
+                _ => None,
+            });
+            if let Some(job) = refresh {
+                let up = &mut self.up;
+                let now = self.now;
+                run_refresh(&mut ctx, up, now, job);
+                if let Stage::Parked { .. } = step.stage {
+                    step = flow::on_wake(&mut ctx, &step.stage).expect("woken after the refresh");
+                    continue;
+                }
             }
             if let Stage::Forwarded { passage, .. } = &step.stage
                 && passage.inspect.is_some()
@@ -422,24 +439,44 @@ impl World {
         flow::on_request_headers(&mut ctx, &head)
     }
 
-    /// Answers the call a step is waiting for, with the fake upstream.
-    pub fn answer_upstream(&mut self, step: &Step) -> Step {
-        let call = step
+    /// Runs the refresh a step started, as the root context does, with the
+    /// fake upstream; then the request looks again (`None`: still parked).
+    pub fn answer_upstream(&mut self, step: &Step) -> Option<Step> {
+        let job = step
             .effects
             .iter()
             .find_map(|e| match e {
-                Effect::Dispatch(c) => Some(c.clone()),
+                Effect::StartRefresh(job) => Some((**job).clone()),
                 _ => None,
             })
-            .expect("a call");
-        let answer = self.up.answer(&call, self.now);
+            .expect("a refresh");
         let mut ctx = Ctx {
             filter: &self.filter,
             now: self.now,
             random: &mut self.random,
             kv: &mut self.kv,
         };
-        flow::on_call_response(&mut ctx, &step.stage, &answer)
+        run_refresh(&mut ctx, &mut self.up, self.now, job);
+        flow::on_wake(&mut ctx, &step.stage)
+    }
+
+    /// The refresh a step started, without running it.
+    pub fn refresh_of(step: &Step) -> Option<RefreshJob> {
+        step.effects.iter().find_map(|e| match e {
+            Effect::StartRefresh(job) => Some((**job).clone()),
+            _ => None,
+        })
+    }
+
+    /// The root context's part of a refresh, answered by `answer`.
+    pub fn finish_refresh(&mut self, job: RefreshJob, answer: &CallResponse) -> Option<RefreshJob> {
+        let mut ctx = Ctx {
+            filter: &self.filter,
+            now: self.now,
+            random: &mut self.random,
+            kv: &mut self.kv,
+        };
+        flow::refresh_answer(&mut ctx, job, answer)
     }
 
     pub fn wake(&mut self, step: &Step) -> Option<Step> {
@@ -497,6 +534,15 @@ impl World {
         ];
         headers.extend_from_slice(extra);
         self.send("POST", path, &headers, Some(body.as_bytes()))
+    }
+}
+
+/// A refresh to its end, retries included, as the root context runs it.
+pub fn run_refresh(ctx: &mut Ctx<'_>, up: &mut Upstream, now: u64, job: RefreshJob) {
+    let mut job = Some(job);
+    while let Some(j) = job.take() {
+        let answer = up.answer(&j.call, now);
+        job = flow::refresh_answer(ctx, j, &answer);
     }
 }
 

