@@ -15,6 +15,10 @@ from .procs import ManagedProcess, free_port, wait_until
 
 SERVER_SCRIPT = REPO_ROOT / "envoy-demo" / "mcp_server.py"
 
+# Every MCP server start_mcp_server started and that is not stopped yet
+# (harness.leakwatch reads their request logs).
+RUNNING: list[McpServer] = []
+
 
 @dataclass
 class McpServer:
@@ -57,6 +61,8 @@ class McpServer:
         r.raise_for_status()
 
     def stop(self) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
         self.proc.stop()
 
 
@@ -87,4 +93,5 @@ def start_mcp_server(workdir: Path, timeout: float = 30.0, *, name: str = "mcp_s
     except BaseException:
         proc.stop()
         raise
+    RUNNING.append(server)
     return server
