@@ -11,14 +11,16 @@ filter's secrets (OAuthKit.assert_no_leaks).
 from __future__ import annotations
 
 import re
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
 
 from harness.browser import forms_of, query
+from harness.cimd import CimdServer
 from harness.http import media_type
 from harness.idp import ALICE, BOB
-from harness.oauth import CALLBACK_PATH, CONSENT_PATH, SESSION_COOKIE, OAuthKit, describe, oauth_error
+from harness.oauth import CALLBACK_PATH, CONSENT_PATH, SESSION_COOKIE, Client, OAuthKit, describe, oauth_error
 
 
 def _cookie_attributes(set_cookie: str) -> tuple[str, str, dict[str, str]]:
@@ -139,7 +141,11 @@ def test_consent_csp_lets_the_browser_follow_the_redirect(oauth: OAuthKit) -> No
         f"after the consent form is posted (CSP: {csp!r})")
 
 
-def test_consent_is_remembered_per_user_client_and_route(oauth: OAuthKit, test_id: str) -> None:
+def test_a_registered_client_sees_the_consent_page_every_time(oauth: OAuthKit, test_id: str) -> None:
+    """Anyone can register a known client's public metadata and get the same
+    client_id, so remembered consent does not apply to registered clients
+    (MCP Security Best Practices, confused deputy): the session is reused
+    (no second sign-in), the consent page is shown again."""
     client = oauth.register_client()
     first = oauth.authorize(client)
     assert first.consent_page is not None
@@ -147,15 +153,33 @@ def test_consent_is_remembered_per_user_client_and_route(oauth: OAuthKit, test_i
     hops_before = len(browser.history)
     second = oauth.authorize(client, browser=browser)
     new_hops = browser.history[hops_before:]
-    assert second.consent_page is None, f"the consent page was shown again:\n{browser.trail()}"
+    assert second.consent_page is not None, f"a registered client got a code without consent:\n{browser.trail()}"
     assert not any(urlsplit(h.url).port == oauth.idp.port for h in new_hops), (
         f"signed in again although the session cookie was sent:\n{browser.trail()}")
     assert second.params.get("code") and second.params.get("state") == second.state, second.params
-    assert second.params.get("iss") == oauth.issuer, second.params
     assert second.params["code"] != first.params["code"]
     tokens = oauth.tokens(second)
     oauth.assert_accepted(tokens["access_token"], test_id)
     oauth.assert_no_leaks(tokens["access_token"])
+
+
+def test_consent_is_remembered_for_a_metadata_document_client(oauth: OAuthKit, cimd_server: CimdServer,
+                                                             test_id: str) -> None:
+    """A client whose identity its metadata document proves: the second
+    authorization of the same browser goes straight back with a code."""
+    path = f"/clients/{uuid.uuid4().hex}.json"
+    redirect_uri = "http://127.0.0.1:47012/callback"
+    url = cimd_server.publish(path, {"client_id": cimd_server.url(path), "client_name": "Remembered",
+                                     "redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none",
+                                     "grant_types": ["authorization_code", "refresh_token"]})
+    client = Client(client_id=url, redirect_uri=redirect_uri)
+    first = oauth.authorize(client)
+    assert first.consent_page is not None
+    second = oauth.authorize(client, browser=first.browser)
+    assert second.consent_page is None, f"the consent page was shown again:\n{first.browser.trail()}"
+    assert second.params.get("code") and second.params.get("iss") == oauth.issuer, second.params
+    tokens = oauth.tokens(second)
+    oauth.assert_accepted(tokens["access_token"], test_id)
 
 
 def test_session_is_reused_but_another_client_needs_consent(oauth: OAuthKit) -> None:

@@ -167,9 +167,14 @@ def test_repeated_mirrored_mcp_headers(signed_in) -> None:
     assert not kit.mcp_server.saw_test_id(tid), "a request with two Mcp-Name headers was forwarded unchecked"
 
 
-def test_obs_text_to_another_host_passes_through(envoy: Envoy, mcp_server, test_id: str) -> None:
+def test_obs_text_to_another_host_is_refused_not_crashed_on(envoy: Envoy, mcp_server, test_id: str) -> None:
+    """A non-UTF-8 header on a host no route serves: the filter reads the
+    headers without panicking and refuses the host (404)."""
     r = raw_request(envoy, "GET", "/_debug/headers", [(b"Host", b"other.example"), (b"X-Test", OBS_TEXT),
                                                       (b"x-test-id", test_id.encode())])
+    assert r.status == 404, r
+    assert not mcp_server.saw_test_id(test_id)
+    r = raw_request(envoy, "GET", "/.well-known/oauth-protected-resource/mcp", [
+        (b"Host", f"127.0.0.1:{envoy.listen_port}".encode()), (b"X-Test", OBS_TEXT)])
     assert r.status == 200, r
-    seen = json.loads(r.body)["headers"]
-    assert seen["x-test"].encode("latin-1") == OBS_TEXT, seen
+

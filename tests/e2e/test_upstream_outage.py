@@ -2,7 +2,8 @@
 misbehaves: down (503, connection reset, no answer within timeout_ms), and
 slow (every request waits for the one refresh in flight).
 
-Route `flaky`: 3-second tokens refreshed 1 s before expiry, timeout_ms 1000.
+Route `flaky`: 3-second tokens refreshed 1 s before expiry, refresh_timeout_ms
+and refresh_wait_ms 1000.
 Route `slow`: the provider takes 800 ms to answer a refresh.
 """
 
@@ -43,22 +44,26 @@ def test_provider_down_is_a_clear_503_and_service_resumes(upstream, outage: str)
     stale = kit.latest_ti()
     kit.stack.gh.configure(app, outage=outage)
     try:
-        kit.sleep_until_stale()
+        kit.sleep_until_expired()
         forwarded = len(kit.seen())
         calls = kit.stack.gh.state(app)["token_requests"]
         t0 = time.monotonic()
         r = kit.call(te, session, "whoami")
         failed_at, took = time.time(), time.monotonic() - t0
         _assert_unavailable(r)
-        assert kit.stack.gh.state(app)["token_requests"] == calls + 1
-        if outage == "hang":
-            assert 0.9 <= took < 2.5, f"the refresh should give up after timeout_ms (1 s), took {took:.2f} s"
+        # The refresh that failed is this request's, or the maintenance
+        # tick's (tokens in use are refreshed before they expire; with
+        # 3-second tokens, on every tick): either way one call, and a request
+        # never waits longer than the refresh's timeout (1 s).
+        assert kit.stack.gh.state(app)["token_requests"] <= calls + 1
+        calls = kit.stack.gh.state(app)["token_requests"]
+        assert took < 2.5, f"the request should give up after refresh_timeout_ms (1 s), took {took:.2f} s"
         # Fail fast meanwhile: no call to the provider, no waiting.
         t0 = time.monotonic()
         _assert_unavailable(kit.call(te, session, "whoami"))
         fast = time.monotonic() - t0
         assert fast < 0.5
-        assert kit.stack.gh.state(app)["token_requests"] == calls + 1, "the provider was called during the backoff"
+        assert kit.stack.gh.state(app)["token_requests"] == calls, "the provider was called during the backoff"
         assert len(kit.seen()) == forwarded, "a request went to the MCP server without a fresh upstream token"
     finally:
         kit.stack.gh.configure(app, outage=None)

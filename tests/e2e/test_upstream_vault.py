@@ -122,7 +122,7 @@ def test_revoked_upstream_grant_sends_the_sdk_through_upstream_consent_again(ups
                 before = json.loads(text_of(await c.session.call_tool("whoami", {})))
                 assert kit.stack.op.revoke_account(kit.upstream_login) == 1
                 revoked_at = time.time()
-                await anyio.to_thread.run_sync(kit.sleep_until_stale)
+                await anyio.to_thread.run_sync(kit.sleep_until_expired)
                 after = json.loads(text_of(await c.session.call_tool("whoami", {})))
                 kit.tes.extend(t.access_token for t in c.storage.tokens)
                 return {"before": before, "after": after, "user": c.user, "revoked_at": revoked_at}
@@ -154,7 +154,7 @@ def test_revoked_grant_raw_answer_and_token_forgotten(upstream) -> None:
     te = tokens["access_token"]
     session = kit.open_session(te)
     kit.stack.op.revoke_account(kit.upstream_login)
-    kit.sleep_until_stale()
+    kit.sleep_until_expired()
     r = kit.call(te, session, "whoami")
     assert r.status_code == 401, describe(r)
     challenge = bearer(r.headers["www-authenticate"])

@@ -98,8 +98,12 @@ ROUTES = [
     RouteSpec("auto", "/auto/mcp", "gh", "gh", app={**_SHORT, "client_auth": "body"},
               upstream={**_SKEW1, "endpoint": {"auth_style": "auto"}}),
     RouteSpec("flaky", "/flaky/mcp", "gh", "gh", app={**_SHORT, "hang_seconds": 3},
-              upstream={**_SKEW1, "endpoint": {"timeout_ms": 1000}}),
+              upstream={**_SKEW1, "refresh_timeout_ms": 1000, "refresh_wait_ms": 1000}),
     RouteSpec("slow", "/slow/mcp", "gh", "gh", app={**_SHORT, "refresh_delay_ms": 800}, upstream=_SKEW1),
+    # Requests wait 1 s for a refresh; the refresh itself waits up to 15 s
+    # (the provider is frozen with SIGSTOP in between).
+    RouteSpec("frozen", "/frozen/mcp", "gh", "gh", app=_SHORT,
+              upstream={**_SKEW1, "refresh_timeout_ms": 15_000, "refresh_wait_ms": 1000}),
     RouteSpec("refusing", "/refusing/mcp", "gh", "gh", app={"refuse_codes": True}),
     RouteSpec("reactive", "/reactive/mcp", "gh", "gh", app={"expires_in": 3600}),
     RouteSpec("plain", "/plain/mcp", None, "gh"),
@@ -477,7 +481,8 @@ class UpstreamKit(OAuthKit):
         return issued[-1]
 
     def sleep_until_stale(self, margin: float = 0.3) -> None:
-        """Until the filter must refresh the latest TI (it expires within the skew)."""
+        """Until the latest TI expires within the skew: the next request
+        still carries it, and starts a refresh beside it."""
         ti = self.latest_ti()
         time.sleep(max(0.0, ti["expires_at"] - self.skew - time.time()) + margin)
 
