@@ -401,3 +401,13 @@ fn a_late_refusal_does_not_delete_a_newer_token() {
     // The newer token survived.
     assert_eq!(injected(w.mcp("/gh", &te)), w.up.current_token());
 }
+
+#[test]
+fn the_upstream_callback_belongs_to_the_browser_that_left() {
+    let mut w = World::new(json!({}));
+    w.up.stranger_first = true;
+    let te = w.access_token_for(GH);
+    // The stranger got a 403 and used nothing up: the user's own redirect worked.
+    assert_eq!(w.up.stranger_status, Some(403));
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
+}

@@ -298,7 +298,7 @@ fn continue_authorize(
 }
 
 /// The browser's session, if its cookie opens and the session still stands.
-fn session_of(
+pub(super) fn session_of(
     ctx: &mut Ctx<'_>,
     route: &Route,
     cookies: Option<&str>,

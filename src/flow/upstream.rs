@@ -100,6 +100,24 @@ pub(super) fn callback(ctx: &mut Ctx<'_>, head: &RequestHead) -> Outcome {
         }
         Err(e) => return store_error(e).into(),
     };
+    // The provider's redirect must come back to the browser that left for
+    // it: the state in the URL is no credential. Anyone who saw it could
+    // otherwise complete it with a code of their own account at the
+    // provider, and the user's MCP calls would act as that account. Checked
+    // before the state is used up, so a stranger can't burn it either.
+    let route_of_login = ctx.config().route(&found.value.pending.route);
+    let same_browser = route_of_login.is_some_and(|route| {
+        super::signin::session_of(ctx, route, head.cookies().as_deref())
+            .is_some_and(|(cookie, _)| found.value.pending.sid.as_deref() == Some(&cookie.sid))
+    });
+    if !same_browser {
+        return crate::oauth::pages::error(
+            403,
+            "Wrong browser session",
+            "This consent at the provider was started in another browser session. Start again from your application in this browser.",
+        )
+        .into();
+    }
     // Single use: a replayed callback finds nothing.
     if ctx.vault().remove(ns::LOGIN, state, found.cas).is_err() {
         return bad_request_page("This consent at the provider was already completed.");

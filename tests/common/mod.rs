@@ -356,6 +356,13 @@ impl World {
                     &[("code", "up-code"), ("state", &state)],
                 )
             };
+            if self.up.stranger_first {
+                // Someone else's browser (no session cookie) tries the state first.
+                let cookies = std::mem::take(&mut self.cookies);
+                let status = self.send("GET", &back, &[], None).reply().status;
+                self.up.stranger_status = Some(status);
+                self.cookies = cookies;
+            }
             location = self.send("GET", &back, &[], None).location();
         }
         location
@@ -659,6 +666,9 @@ pub struct Upstream {
     pub challenge: Option<String>,
     pub issued: u64,
     pub valid_refresh: Option<String>,
+    /// Before the browser's own redirect back, a stranger's browser sends it.
+    pub stranger_first: bool,
+    pub stranger_status: Option<u32>,
 }
 
 impl Upstream {
