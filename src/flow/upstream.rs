@@ -598,7 +598,9 @@ pub fn refresh_answer(
             );
             Some(RefreshFailure::Misconfigured)
         }
-        Err(e @ TokenCallError::Unavailable(_)) if answer.status == 0 => {
+        // No answer, or Envoy's own 502/504 for a connection lost or timed
+        // out after the request went: the provider may have acted on it.
+        Err(e @ TokenCallError::Unavailable(_)) if matches!(answer.status, 0 | 502 | 504) => {
             log::warn!(
                 "upstream refresh outcome unknown for route {}: {e} within {} ms; the provider may have rotated the refresh token; the next refresh will tell",
                 route.name,

@@ -24,10 +24,6 @@ from harness.upstream import UPSTREAM_CALLBACK, UpstreamKit, rpc_messages
 from harness.www_authenticate import bearer
 
 
-def _token_log(kit: UpstreamKit, since: float) -> list[dict]:
-    return [e for e in kit.stack.gh.state(kit.spec.client_id)["token_log"] if e["at"] >= since]
-
-
 def _assert_challenge(kit: UpstreamKit, r) -> None:
     """401 with the filter's challenge: error=invalid_token and the route's metadata."""
     assert r.status_code == 401, describe(r)
@@ -49,7 +45,7 @@ def test_authorization_request_and_code_exchange(upstream) -> None:
     assert asked["redirect_uri"] == f"{kit.issuer}{UPSTREAM_CALLBACK}", asked
     assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43, asked
     assert asked["scope"] == "repo read:user" and len(asked["state"]) >= 22, asked
-    [exchange] = _token_log(kit, t0)
+    [exchange] = kit.my_token_log(t0)
     assert exchange["grant_type"] == "authorization_code" and exchange["outcome"] == "ok", exchange
     assert exchange["accept"] == "application/json", exchange
     assert exchange["content_type"].startswith("application/x-www-form-urlencoded"), exchange
@@ -71,9 +67,10 @@ def test_form_encoded_answers(upstream) -> None:
     assert kit.whoami(te, session)["login"] == kit.upstream_login
     kit.sleep_until_expired()
     assert kit.whoami(te, session)["login"] == kit.upstream_login
-    log = _token_log(kit, t0)
-    assert [(e["grant_type"], e["answered"], e["outcome"]) for e in log] == [
-        ("authorization_code", "form", "ok"), ("refresh_token", "form", "ok")], log
+    log = [(e["grant_type"], e["answered"], e["outcome"]) for e in kit.my_token_log(t0)]
+    # (The maintenance tick may refresh the token in use once more.)
+    assert log[0] == ("authorization_code", "form", "ok") and len(log) >= 2, log
+    assert set(log[1:]) == {("refresh_token", "form", "ok")}, log
     assert len({r["authorization_sha256"] for r in kit.seen() if r["rpc"] and r["rpc"][0]["name"] == "whoami"}) == 2
 
 
@@ -89,7 +86,7 @@ def test_rotating_single_use_refresh_tokens(upstream) -> None:
     for _ in range(3):
         kit.sleep_until_expired()
         assert kit.whoami(te, session)["login"] == kit.upstream_login
-    refreshes = [e for e in _token_log(kit, t0) if e["grant_type"] == "refresh_token"]
+    refreshes = [e for e in kit.my_token_log(t0) if e["grant_type"] == "refresh_token"]
     assert [e["outcome"] for e in refreshes] == ["ok"] * 3, refreshes
     issued = kit.my_issued()
     assert [e["refresh_token_sha256"] for e in refreshes] == [fingerprint(t["refresh_token"]) for t in issued[:3]]
@@ -101,7 +98,6 @@ def test_bad_refresh_token_as_http_200_means_authorize_again(upstream) -> None:
     the client gets the 401 challenge, the token is forgotten, and
     authorizing again (through GitHub's page again) restores service."""
     kit: UpstreamKit = upstream.kit("gh")
-    t0 = time.time()
     client, tokens = kit.sign_in()
     te = tokens["access_token"]
     session = kit.open_session(te)
@@ -112,11 +108,11 @@ def test_bad_refresh_token_as_http_200_means_authorize_again(upstream) -> None:
     assert kit.stack.gh.revoke(kit.spec.client_id, kit.upstream_login) >= 2
     kit.sleep_until_expired()
     _assert_challenge(kit, kit.call(te, session, "whoami"))
-    refused = [e for e in _token_log(kit, revoked_at) if e["grant_type"] == "refresh_token"]
+    refused = [e for e in kit.my_token_log(revoked_at) if e["grant_type"] == "refresh_token"]
     assert [(e["outcome"], e["answered"]) for e in refused] == [("bad_refresh_token", "json")], refused
     seen = len(kit.seen())
     _assert_challenge(kit, kit.call(te, session, "whoami"))
-    assert len(_token_log(kit, revoked_at)) == 1, "the provider was called again for a forgotten token"
+    assert len(kit.my_token_log(revoked_at)) == 1, "the provider was called again for a forgotten token"
     assert len(kit.seen()) == seen, "a request without an upstream token reached the MCP server"
     _, tokens = kit.sign_in(client)
     assert [kind for kind, _ in kit.upstream_pages] == ["gh authorize"] * 2, kit.upstream_pages
@@ -136,7 +132,7 @@ def test_classic_tokens_never_expire(upstream) -> None:
     assert kit.whoami(te, session)["login"] == kit.upstream_login
     time.sleep(2.0)
     assert kit.whoami(te, session)["login"] == kit.upstream_login
-    assert [e["grant_type"] for e in _token_log(kit, t0)] == ["authorization_code"]
+    assert [e["grant_type"] for e in kit.my_token_log(t0)] == ["authorization_code"]
     assert {r["authorization_sha256"] for r in kit.seen()} == {fingerprint(token["access_token"])}
 
 
@@ -157,7 +153,7 @@ def test_google_style_parameters_and_refresh_without_a_new_refresh_token(upstrea
         assert kit.whoami(te, session)["login"] == kit.upstream_login
     issued = kit.my_issued()
     assert issued[0]["refresh_token"] and [t["refresh_token"] for t in issued[1:]] == [None, None], issued
-    refreshes = [e for e in _token_log(kit, t0) if e["grant_type"] == "refresh_token"]
+    refreshes = [e for e in kit.my_token_log(t0) if e["grant_type"] == "refresh_token"]
     assert [(e["outcome"], e["refresh_token_sha256"]) for e in refreshes] == [
         ("ok", fingerprint(issued[0]["refresh_token"]))] * 2, refreshes
 
@@ -170,7 +166,7 @@ def test_notion_style_basic_only_with_auth_style_header(upstream) -> None:
     session = kit.open_session(te)
     kit.sleep_until_expired()
     assert kit.whoami(te, session)["login"] == kit.upstream_login
-    log = _token_log(kit, t0)
+    log = kit.my_token_log(t0)
     assert [(e["grant_type"], e["auth"], e["outcome"]) for e in log] == [
         ("authorization_code", "basic", "ok"), ("refresh_token", "basic", "ok")], log
 
@@ -186,7 +182,7 @@ def test_auth_style_auto_falls_back_to_the_body_and_remembers(upstream) -> None:
     session = kit.open_session(te)
     kit.sleep_until_expired()
     assert kit.whoami(te, session)["login"] == kit.upstream_login
-    log = _token_log(kit, t0)
+    log = kit.my_token_log(t0)
     assert [(e["grant_type"], e["auth"], e["outcome"]) for e in log] == [
         ("authorization_code", "basic", "invalid_client"), ("authorization_code", "body", "ok"),
         ("refresh_token", "body", "ok")], log
@@ -210,7 +206,7 @@ def test_refused_code_exchange_is_access_denied(upstream) -> None:
     auth = kit.authorize(client, login=kit.user)
     assert auth.params.get("error") == "access_denied" and "code" not in auth.params, auth.params
     assert auth.params.get("state") == auth.state, auth.params
-    assert [e["outcome"] for e in _token_log(kit, t0)] == ["bad_verification_code"]
+    assert [e["outcome"] for e in kit.my_token_log(t0)] == ["bad_verification_code"]
 
 
 def test_route_without_upstream_oauth2_forwards_no_authorization(upstream) -> None:
@@ -304,4 +300,4 @@ def test_replayed_upstream_callback_is_refused(upstream) -> None:
     replay = auth.browser.request("GET", callback.url)
     assert replay.status_code == 400 and "text/html" in replay.headers["content-type"], describe(replay)
     assert "location" not in replay.headers, describe(replay)
-    assert [e["grant_type"] for e in _token_log(kit, t0)] == ["authorization_code"]
+    assert [e["grant_type"] for e in kit.my_token_log(t0)] == ["authorization_code"]

@@ -21,6 +21,12 @@ from harness.upstream import UpstreamKit, spread_over_workers, whoami_burst
 BACKOFF_S = 5  # the filter's FAILURE_BACKOFF_SECONDS
 
 
+def _my_token_requests(kit: UpstreamKit) -> int:
+    """Token-endpoint requests for this kit's user: the app's counter also
+    counts the maintenance tick's refreshes of other tests' users."""
+    return sum(1 for e in kit.my_token_log() if e["grant_type"] == "refresh_token")
+
+
 def _assert_unavailable(r) -> None:
     assert r.status_code == 503, describe(r)
     assert media_type(r.headers.get("content-type")) == "application/json", describe(r)
@@ -46,7 +52,7 @@ def test_provider_down_is_a_clear_503_and_service_resumes(upstream, outage: str)
     try:
         kit.sleep_until_expired()
         forwarded = len(kit.seen())
-        calls = kit.stack.gh.state(app)["token_requests"]
+        calls = _my_token_requests(kit)
         t0 = time.monotonic()
         r = kit.call(te, session, "whoami")
         failed_at, took = time.time(), time.monotonic() - t0
@@ -55,15 +61,16 @@ def test_provider_down_is_a_clear_503_and_service_resumes(upstream, outage: str)
         # tick's (tokens in use are refreshed before they expire; with
         # 3-second tokens, on every tick): either way one call, and a request
         # never waits longer than the refresh's timeout (1 s).
-        assert kit.stack.gh.state(app)["token_requests"] <= calls + 1
-        calls = kit.stack.gh.state(app)["token_requests"]
+        assert _my_token_requests(kit) <= calls + 1
+        calls = _my_token_requests(kit)
         assert took < 2.5, f"the request should give up after refresh_timeout_ms (1 s), took {took:.2f} s"
         # Fail fast meanwhile: no call to the provider, no waiting.
         t0 = time.monotonic()
         _assert_unavailable(kit.call(te, session, "whoami"))
         fast = time.monotonic() - t0
-        assert fast < 0.5
-        assert kit.stack.gh.state(app)["token_requests"] == calls, "the provider was called during the backoff"
+        # A request that waited would take the 1 s refresh_wait_ms at least.
+        assert fast < 0.9
+        assert _my_token_requests(kit) == calls, "the provider was called during the backoff"
         assert len(kit.seen()) == forwarded, "a request went to the MCP server without a fresh upstream token"
     finally:
         kit.stack.gh.configure(app, outage=None)

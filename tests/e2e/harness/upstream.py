@@ -475,6 +475,17 @@ class UpstreamKit(OAuthKit):
         """The upstream tokens issued to this kit's upstream user for this route's app, oldest first."""
         return [t for t in self.stack.issued(self.spec.name) if t["login"] == self.upstream_login]
 
+    def my_token_log(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """The token-endpoint requests about this kit's user since `since`:
+        code exchanges whose redirect came from this kit's sign-ins are not
+        told apart, so only refreshes (by the refresh token's fingerprint) and
+        every code exchange since `since` count. Other users' entries are
+        left out: the maintenance tick refreshes every token in use."""
+        mine = {fingerprint(t["refresh_token"]) for t in self.my_issued() if t.get("refresh_token")}
+        log = self.stack.gh.state(self.spec.client_id)["token_log"]
+        return [e for e in log if e["at"] >= since and (e.get("refresh_token_sha256") in mine
+                                                        or e.get("grant_type") == "authorization_code")]
+
     def latest_ti(self) -> dict[str, Any]:
         issued = self.my_issued()
         assert issued, f"no upstream token was issued to {self.upstream_login}"
