@@ -158,6 +158,32 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// Whether an authority that can't be normalised might still be meant
+    /// as one of the routes' hosts (its host part, roughly read, is one of
+    /// theirs, or is numeric while a route's host is an IP address). With
+    /// `unmatched_hosts: passthrough`, only those are refused.
+    pub fn might_be_a_route_host(&self, authority: &str) -> bool {
+        let rest = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match rest.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => rest.split(':').next().unwrap_or_default(),
+        };
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        let numeric = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x');
+        self.by_authority.keys().any(|key| {
+            let (route_host, _) = split_port(key);
+            let route_host = route_host.trim_start_matches('[').trim_end_matches(']');
+            route_host == host
+                || authority.starts_with('[') && route_host.contains(':')
+                || numeric && route_host.parse::<std::net::IpAddr>().is_ok()
+        })
+    }
+}
+
 /// The table keys of a route: `host:port` with the port spelled out, and
 /// `host` alone when the port is the scheme's default (RFC 9110 4.2.1, 4.2.2).
 fn authority_keys(route: &Route) -> Vec<String> {
@@ -233,7 +259,10 @@ pub fn normalise_authority(authority: &str) -> Result<String, &'static str> {
         // URL Standard "ends in a number": a name whose last label is numeric
         // is an IPv4 address to browsers, so it must be one, written plainly.
         let last = host.rsplit('.').next().unwrap_or_default();
-        let numeric = last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x");
+        let numeric = last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()));
         if numeric {
             let ip: Ipv4Addr = host
                 .parse()
@@ -261,18 +290,34 @@ pub fn normalise_authority(authority: &str) -> Result<String, &'static str> {
 
 /// Paths a route's host serves must mean one thing to every server behind
 /// Envoy: origin-form (RFC 9112 3.2.1), no dot segments, no empty segments,
-/// no backslashes and no percent-encoded `/`, `\\` or `.`, which some servers
-/// decode before routing and others don't.
+/// no backslashes, no `;` path parameters (servlet containers strip them),
+/// and no percent-encoding of `/`, `\`, `;`, NUL or any unreserved character
+/// (RFC 3986 2.3: `/%6dcp` is `/mcp` to a server that normalises, not to the
+/// filter), nor a malformed escape.
 fn check_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("the request target must be a path starting with '/'");
     }
-    let lower = path.to_ascii_lowercase();
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+        let Some(decoded) = hex(i + 1).zip(hex(i + 2)).map(|(h, l)| h * 16 + l) else {
+            return Err("the request path has a malformed percent-escape");
+        };
+        let decoded = u8::try_from(decoded).unwrap_or(0);
+        if decoded.is_ascii_alphanumeric() || b"-._~/\\;\0".contains(&decoded) {
+            return Err("the request path percent-encodes a character that needs no encoding");
+        }
+        i += 3;
+    }
     if path.contains('\\')
         || path.contains("//")
-        || ["%2f", "%5c", "%2e", "%00"]
-            .iter()
-            .any(|e| lower.contains(e))
+        || path.contains(';')
         || path.split('/').any(|seg| seg == "." || seg == "..")
         || path
             .bytes()
@@ -464,6 +509,13 @@ mod tests {
             "*",
             "mcp",
             "/mcp%00",
+            "/%6dcp",
+            "/m%63p",
+            "/mcp;x",
+            "/mcp%3b",
+            "/mcp%3B",
+            "/mcp%",
+            "/mcp%zz",
         ] {
             assert!(
                 matches!(
@@ -473,9 +525,9 @@ mod tests {
                 "{path:?}"
             );
         }
-        // %6d is 'm': not decoded, so not the MCP endpoint, but not ambiguous either.
+        // An escape that must be one (a space, a question mark) is fine.
         assert_eq!(
-            placed(t.classify(&c.routes, "127.0.0.1:10000", "POST", "/%6dcp", false)).1,
+            placed(t.classify(&c.routes, "127.0.0.1:10000", "POST", "/a%20b%3F", false)).1,
             Endpoint::OtherPath
         );
     }

@@ -67,10 +67,11 @@ pub fn parse_exact(input: &str) -> Result<Url, UrlProblem> {
     Ok(url)
 }
 
-/// True when a header value is safe to hand to the host: no CR, LF or NUL
-/// (RFC 9110 5.5: a field value never contains them).
+/// True when a header value is safe to hand to the host: no control
+/// character but HTAB (RFC 9110 5.5: CR, LF and NUL are never part of a
+/// field value, and other controls are obsolete or invalid).
 pub fn is_safe_header_value(value: &str) -> bool {
-    !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+    !value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }
 
 #[cfg(test)]
@@ -136,5 +137,8 @@ mod tests {
         assert!(!is_safe_header_value("a\r\nb"));
         assert!(!is_safe_header_value("a\nb"));
         assert!(!is_safe_header_value("a\0b"));
+        assert!(!is_safe_header_value("a\x0bb"));
+        assert!(!is_safe_header_value("a\x7fb"));
+        assert!(is_safe_header_value("a\tb"));
     }
 }

@@ -33,7 +33,10 @@ fn head(method: &str, authority: &str, path: &str, extra: &[(&str, &[u8])]) -> R
         (":scheme".into(), b"http".to_vec()),
     ];
     h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_vec())));
-    RequestHead::from_pairs(h)
+    let mut head = RequestHead::from_pairs(h);
+    // As Envoy says of a request without a body.
+    head.end_of_stream = method != "POST";
+    head
 }
 
 /// One request's headers through the core, with a fresh store.
@@ -343,7 +346,31 @@ fn with_passthrough_other_hosts_go_on_untouched() {
         };
         assert!(flow::on_response_headers(&mut ctx, &step.stage, 200, None, false).is_empty());
     }
-    // Ambiguous spellings stay refused.
-    let r = reply_of(&run(&f, &head("POST", "127.0.0.1:010000", "/mcp", &[]))).clone();
-    assert_eq!(r.status, 400);
+    // Ambiguous spellings that may mean a route's host stay refused...
+    for authority in [
+        "127.0.0.1:010000",
+        "127.1:10000",
+        "user@127.0.0.1:10000",
+        "MCP.example.com..",
+    ] {
+        let r = reply_of(&run(&f, &head("POST", authority, "/mcp", &[]))).clone();
+        assert_eq!(r.status, 400, "{authority}");
+    }
+    // ...other traffic's odd hosts go on.
+    for authority in ["", "foo.0xbar", "host_with~tilde:80", "other.example:"] {
+        let step = run(&f, &head("GET", authority, "/", &[]));
+        assert_eq!(step.stage, Stage::Passthrough, "{authority:?}");
+    }
+}
+
+#[test]
+fn a_body_under_get_or_delete_is_refused_not_forwarded_unjudged() {
+    let f = filter();
+    for method in ["GET", "DELETE", "HEAD"] {
+        let mut h = head(method, "127.0.0.1:10000", "/mcp", &[]);
+        h.end_of_stream = false;
+        let r = reply_of(&run(&f, &h)).clone();
+        assert_eq!(r.status, 400, "{method}");
+        assert_eq!(json_body(&r)["error"], "invalid_request");
+    }
 }

@@ -19,12 +19,7 @@ fn injected(done: Done) -> String {
                 effects.contains(&Effect::RemoveRequestHeader("cookie")),
                 "{effects:?}"
             );
-            match effects.as_slice() {
-                [Effect::SetRequestHeader("authorization", v), ..] => {
-                    v.strip_prefix("Bearer ").unwrap().to_string()
-                }
-                other => panic!("{other:?}"),
-            }
+            authorization_of(&effects)
         }
         Done::Reply(r) => panic!(
             "expected forwarding, got {} {}",
@@ -32,6 +27,19 @@ fn injected(done: Done) -> String {
             String::from_utf8_lossy(&r.body)
         ),
     }
+}
+
+/// The upstream token a forwarded request carries.
+fn authorization_of(effects: &[Effect]) -> String {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::SetRequestHeader("authorization", v) => {
+                Some(v.strip_prefix("Bearer ").unwrap().to_string())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no upstream token in {effects:?}"))
 }
 
 #[test]
@@ -99,11 +107,11 @@ fn an_expired_token_waits_for_the_refresh_a_good_one_does_not() {
         "{:?}",
         first.stage
     );
-    assert_eq!(
-        first.effects[0],
-        Effect::SetRequestHeader("authorization", "Bearer ghu_1".into())
+    assert_eq!(authorization_of(&first.effects), "ghu_1");
+    assert!(
+        matches!(first.effects[0], Effect::StartRefresh(_)),
+        "the refresh is handed over before anything else can fail"
     );
-    assert!(World::refresh_of(&first).is_some());
     // While it runs, others go on with the current token and start no second one.
     for _ in 0..3 {
         let other = w.start_mcp("/gh", &te);
@@ -410,4 +418,28 @@ fn the_upstream_callback_belongs_to_the_browser_that_left() {
     // The stranger got a 403 and used nothing up: the user's own redirect worked.
     assert_eq!(w.up.stranger_status, Some(403));
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
+}
+
+#[test]
+fn a_refusal_of_the_old_token_keeps_the_one_a_refresh_just_stored() {
+    let mut w = World::new(json!({}));
+    let te = w.access_token_for(GH);
+    w.now += w.up.ttl - 30;
+    // Sent with ghu_1 while a refresh runs beside it...
+    let first = w.start_mcp("/gh", &te);
+    assert_eq!(authorization_of(&first.effects), "ghu_1");
+    let job = World::refresh_of(&first).unwrap();
+    let answer = w.up.answer(&job.call, w.now);
+    w.finish_refresh(job, &answer);
+    // ...which stored ghu_2 before the MCP server answered 401 for ghu_1.
+    let mut ctx = mcp_oauth_filter::flow::Ctx {
+        filter: &w.filter,
+        now: w.now,
+        random: &mut w.random,
+        kv: &mut w.kv,
+    };
+    let effects =
+        mcp_oauth_filter::flow::on_response_headers(&mut ctx, &first.stage, 401, None, false);
+    assert!(!effects.is_empty(), "the client still gets the challenge");
+    assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
 }

@@ -32,9 +32,6 @@ pub struct Config {
     pub cors: Cors,
     /// What to do with a request whose authority no route serves.
     pub unmatched_hosts: UnmatchedHosts,
-    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted
-    /// to name the client (0: Envoy's own downstream address).
-    pub trusted_proxy_hops: usize,
 }
 
 /// A request for a host no route serves.
@@ -201,7 +198,6 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "cors",
     "allow_insecure_http",
     "unmatched_hosts",
-    "trusted_proxy_hops",
 ];
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
@@ -335,13 +331,6 @@ impl Compiler {
                 UnmatchedHosts::Deny
             }
         };
-        let trusted_proxy_hops = self
-            .field::<Option<usize>>(root, "trusted_proxy_hops", "")
-            .flatten()
-            .unwrap_or(0);
-        if trusted_proxy_hops > 16 {
-            self.error("trusted_proxy_hops", "must be between 0 and 16");
-        }
 
         if !self.errors.is_empty() {
             return None;
@@ -355,7 +344,6 @@ impl Compiler {
             mcp: mcp?,
             cors: cors?,
             unmatched_hosts,
-            trusted_proxy_hops,
         })
     }
 
@@ -647,6 +635,12 @@ impl Compiler {
         // up too early, the provider's answer (the new token) is lost and the
         // user must consent again. 30 s outlasts a provider's slow moments;
         // requests don't wait that long (refresh_wait_ms) but the refresh does.
+        if raw.refresh_skew_seconds.is_some_and(|s| s > 3600) {
+            self.error(
+                &join(at, "refresh_skew_seconds"),
+                "must be at most 3600 seconds",
+            );
+        }
         let refresh_timeout_ms = raw.refresh_timeout_ms.unwrap_or(DEFAULT_REFRESH_TIMEOUT_MS);
         if !(1_000..=120_000).contains(&refresh_timeout_ms) {
             self.error(

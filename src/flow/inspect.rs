@@ -198,6 +198,7 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
             inspect: None,
             tools_list,
             header_effects: Vec::new(),
+            upstream_token: passage.upstream_token.clone(),
         };
         return Step {
             stage: Stage::Forwarded {

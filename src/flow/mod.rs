@@ -183,6 +183,9 @@ pub struct Passage {
     /// filter's own cookies removed, compression refused where an answer
     /// may need rewriting).
     pub header_effects: Vec<Effect>,
+    /// SHA-256 of the upstream token sent, so that the MCP server refusing
+    /// it forgets that token only, not one a refresh stored meanwhile.
+    pub upstream_token: Option<String>,
 }
 
 /// The request headers the body is checked against.
@@ -386,9 +389,16 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
         Placement::NoRoute if filter.config.unmatched_hosts == UnmatchedHosts::Passthrough => {
             return Step::pass();
         }
+        // With passthrough, an odd authority of other traffic goes on, unless
+        // it may be a route's host spelled so that another matcher reads it
+        // differently.
+        Placement::Ambiguous(_)
+            if filter.config.unmatched_hosts == UnmatchedHosts::Passthrough
+                && !filter.routes.might_be_a_route_host(&head.authority) =>
+        {
+            return Step::pass();
+        }
         Placement::NoRoute => return Step::reply(crate::reply::no_route()),
-        // Refused even with passthrough: it may be a route's host spelled
-        // so that another matcher reads it differently.
         Placement::Ambiguous(why) => return Step::reply(crate::reply::ambiguous_request(why)),
     };
     let route_index = filter.route_index(&route.name).unwrap_or_default();
@@ -595,7 +605,7 @@ pub fn on_response_headers(
         route,
         sub,
         allow_origin,
-        ..
+        passage,
     } = stage
     else {
         return Vec::new();
@@ -606,7 +616,12 @@ pub fn on_response_headers(
         let insufficient_scope =
             status == 403 && www_authenticate.is_some_and(|w| w.contains("insufficient_scope"));
         if status == 401 || insufficient_scope {
-            effects.extend(upstream::refused_by_server(ctx, route_cfg, sub));
+            effects.extend(upstream::refused_by_server(
+                ctx,
+                route_cfg,
+                sub,
+                passage.upstream_token.as_deref(),
+            ));
         }
     }
     if let Some(origin) = allow_origin.as_ref().filter(|_| !has_allow_origin) {

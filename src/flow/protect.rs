@@ -31,6 +31,15 @@ pub(super) fn authorize_request(
         )
         .into();
     }
+    // A body under GET, HEAD or DELETE would reach the server unjudged.
+    if head.method != "POST" && !head.end_of_stream {
+        return OAuthError::invalid_request(format!(
+            "a {} request to the MCP endpoint carries no body (MCP Transports: messages are POSTed)",
+            head.method
+        ))
+        .to_reply()
+        .into();
+    }
     let grant = match check(ctx, route, head) {
         Ok(grant) => grant,
         Err(Check::Failure(failure)) => return reply_for(&failure, route, scopes).into(),
@@ -105,6 +114,7 @@ pub(super) fn authorize_request(
         inspect,
         tools_list: Vec::new(),
         header_effects,
+        upstream_token: None,
     };
     // A request with an expired upstream token waits this long for the refresh.
     let wait_ms = route.upstream.as_ref().map_or(0, |u| u.refresh_wait_ms);

@@ -194,7 +194,17 @@ fn continue_authorize(
                 "The redirect_uri is not one this application registered, so the server will not send you there.",
             );
         }
-        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        // Registered before redirect URIs had to be canonical? Checked again.
+        None if client.redirect_uris.len() == 1
+            && redirect_uri::registration_problem(&client.redirect_uris[0]).is_none() =>
+        {
+            client.redirect_uris[0].clone()
+        }
+        None if client.redirect_uris.len() == 1 => {
+            return bad_request_page(
+                "This application's registered redirect_uri is not valid; it should register again.",
+            );
+        }
         None => {
             return bad_request_page(
                 "The request has no redirect_uri and the application registered several.",
@@ -749,11 +759,17 @@ fn after_sign_in(
     // public metadata: remembered consent would hand it a code without the
     // person seeing whom they authorize (MCP Security Best Practices,
     // confused deputy). Only a metadata-document client has a verified identity.
-    let may_remember = pending.client_verified
-        || ctx
-            .config()
-            .authorization_server
-            .remember_consent_for_registered_clients;
+    // Nor for a loopback redirect URI, whatever the client: any local
+    // program can listen on a loopback port and receive the code (Client ID
+    // Metadata Document draft, Security Considerations; RFC 8252 8.6).
+    let loopback =
+        url::Url::parse(&pending.redirect_uri).is_ok_and(|u| crate::config::is_loopback(&u));
+    let may_remember = !loopback
+        && (pending.client_verified
+            || ctx
+                .config()
+                .authorization_server
+                .remember_consent_for_registered_clients);
     let remembered = may_remember
         && ctx
             .vault()

@@ -541,11 +541,7 @@ fn live_refresh_grant(ctx: &mut Ctx<'_>, token: &str) -> Result<Option<String>, 
 
 /// `POST /.oauth/register`.
 pub(super) fn register(ctx: &mut Ctx<'_>, head: &RequestHead, body: &[u8]) -> Outcome {
-    let source = crate::source_address::quota_key(
-        head.downstream_address.as_deref(),
-        head.header("x-forwarded-for"),
-        ctx.config().trusted_proxy_hops,
-    );
+    let source = crate::source_address::quota_key(head.downstream_address.as_deref());
     let now = ctx.now;
     let filter = ctx.filter;
     let fresh = clients::Fresh {

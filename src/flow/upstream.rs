@@ -327,15 +327,21 @@ fn no_token_yet(token: &StoredToken, retry_after: u64) -> Outcome {
 fn forward_with(
     token: &StoredToken,
     sub: &str,
-    passage: Passage,
+    mut passage: Passage,
     start: Option<RefreshJob>,
 ) -> Outcome {
+    // The refresh is handed over first: whatever fails after, it runs and
+    // releases its lock.
+    let mut effects: Vec<Effect> = start
+        .map(|job| Effect::StartRefresh(Box::new(job)))
+        .into_iter()
+        .collect();
     // The client's credential is replaced by the upstream token (no token passthrough).
-    let mut effects = vec![Effect::SetRequestHeader(
+    effects.push(Effect::SetRequestHeader(
         "authorization",
         format!("Bearer {}", token.access_token),
-    )];
-    effects.extend(start.map(|job| Effect::StartRefresh(Box::new(job))));
+    ));
+    passage.upstream_token = Some(crypto::sha256_b64url(token.access_token.as_bytes()));
     Outcome::Forward {
         effects,
         sub: Some(sub.to_string()),
@@ -636,9 +642,20 @@ pub fn refresh_answer(
 /// The MCP server refused the upstream token (`401`, or `403` with
 /// `insufficient_scope`): forget it, and answer with the challenge that
 /// sends the client through consent again.
-pub(super) fn refused_by_server(ctx: &mut Ctx<'_>, route: &Route, sub: &str) -> Vec<Effect> {
+pub(super) fn refused_by_server(
+    ctx: &mut Ctx<'_>,
+    route: &Route,
+    sub: &str,
+    sent: Option<&str>,
+) -> Vec<Effect> {
     let key = token_key(sub, &route.name);
-    let _ = remove(ctx, ns::TOKEN, &key);
+    // Only the token the server refused: a refresh may have stored a newer
+    // one while this request was out (versioned delete).
+    if let Ok(Some(stored)) = ctx.vault().get::<StoredToken>(ns::TOKEN, &key)
+        && sent.is_some_and(|s| crypto::sha256_b64url(stored.value.access_token.as_bytes()) == s)
+    {
+        let _ = ctx.vault().remove(ns::TOKEN, &key, stored.cas);
+    }
     log::warn!(
         "the MCP server of route {} refused the upstream token; the user must authorize again",
         route.name

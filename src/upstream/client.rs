@@ -175,7 +175,9 @@ pub fn parse_answer(answer: &CallResponse) -> Result<IssuedToken, TokenCallError
             "no answer (timeout or connection failure)".into(),
         ));
     }
-    if answer.status >= 500 {
+    // Server trouble or "slow down" (RFC 9110 15.5.9, RFC 6585 4): never a
+    // verdict on the grant, whatever the body says.
+    if answer.status >= 500 || matches!(answer.status, 408 | 425 | 429) {
         return Err(TokenCallError::Unavailable(format!(
             "HTTP {}",
             answer.status
@@ -191,6 +193,16 @@ pub fn parse_answer(answer: &CallResponse) -> Result<IssuedToken, TokenCallError
             || error == "unauthorized_client" && answer.status == 401
         {
             return Err(TokenCallError::ClientAuthentication(error));
+        }
+        // Errors that say "not now" (RFC 6749 4.1.2.1, RFC 8628 3.5, and
+        // providers' own rate-limit codes): try again later, keep the grant.
+        if matches!(
+            error.as_str(),
+            "temporarily_unavailable" | "server_error" | "slow_down" | "rate_limit_exceeded"
+        ) {
+            return Err(TokenCallError::Unavailable(format!(
+                "the provider answered {error}"
+            )));
         }
         return Err(TokenCallError::Refused { error, description });
     }
@@ -350,6 +362,22 @@ mod tests {
             parse_answer(&answer(503, "text/plain", "down")),
             Err(TokenCallError::Unavailable(_))
         ));
+        // "Not now", with or without an OAuth error, keeps the grant.
+        for (status, body) in [
+            (429, r#"{"error":"rate_limit_exceeded"}"#),
+            (429, r#"{"error":"invalid_grant"}"#),
+            (400, r#"{"error":"slow_down"}"#),
+            (400, r#"{"error":"temporarily_unavailable"}"#),
+            (200, r#"{"error":"server_error"}"#),
+        ] {
+            assert!(
+                matches!(
+                    parse_answer(&answer(status, "application/json", body)),
+                    Err(TokenCallError::Unavailable(_))
+                ),
+                "{status} {body}"
+            );
+        }
         // A 4xx without an OAuth error is no verdict on the grant.
         for status in [408, 429, 403] {
             assert!(matches!(

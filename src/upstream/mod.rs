@@ -85,7 +85,8 @@ impl StoredToken {
 
     /// Usable as is: not expiring within `skew` seconds.
     pub fn is_fresh(&self, now: u64, skew: u64) -> bool {
-        self.expires_at.is_none_or(|exp| exp > now + skew)
+        self.expires_at
+            .is_none_or(|exp| exp > now.saturating_add(skew))
     }
 
     /// Still accepted by the provider (if perhaps not for long).

@@ -161,6 +161,8 @@ impl World {
             h.push(("cookie".into(), jar.join("; ").into_bytes()));
         }
         let mut head = RequestHead::from_pairs(h);
+        // As Envoy says of a request without a body.
+        head.end_of_stream = body.is_none() && method != "POST";
         if head.needs_downstream_address() {
             head.downstream_address = self.source.clone();
         }

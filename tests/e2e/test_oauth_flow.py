@@ -168,7 +168,9 @@ def test_consent_is_remembered_for_a_metadata_document_client(oauth: OAuthKit, c
     """A client whose identity its metadata document proves: the second
     authorization of the same browser goes straight back with a code."""
     path = f"/clients/{uuid.uuid4().hex}.json"
-    redirect_uri = "http://127.0.0.1:47012/callback"
+    # Not a loopback URI: consent is never remembered for those (any local
+    # program can listen on a loopback port).
+    redirect_uri = "https://client.example/callback"
     url = cimd_server.publish(path, {"client_id": cimd_server.url(path), "client_name": "Remembered",
                                      "redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none",
                                      "grant_types": ["authorization_code", "refresh_token"]})

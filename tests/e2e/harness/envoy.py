@@ -194,6 +194,9 @@ def bootstrap(*, listen_port: int, admin_port: int, mcp_port: int, idp_port: int
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "mcp",
+        # An edge listener: the downstream address is the peer's, not one a
+        # client wrote into X-Forwarded-For (the registration quota is per source).
+        "use_remote_address": True,
         "access_log": [{
             "name": "envoy.access_loggers.file",
             "typed_config": {
