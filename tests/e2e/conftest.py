@@ -44,8 +44,9 @@ from harness.upstream import UpstreamKit, UpstreamStack, start_upstream_stack
 LOG_LINES_ON_FAILURE = 60
 
 # Records what the client side receives from Envoy over the whole run and
-# checks, after every module, that no token crossed (harness/leakwatch.py).
-pytest_plugins = ["harness.leakwatch"]
+# checks, after every module, that no token crossed (harness/leakwatch.py);
+# the attack suite's shared Envoys (harness/attack_fixtures.py).
+pytest_plugins = ["harness.leakwatch", "harness.attack_fixtures"]
 
 
 @pytest.fixture(scope="session")

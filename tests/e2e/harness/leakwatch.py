@@ -146,48 +146,15 @@ class Watch:
 
     def client_side_findings(self, entries: list[Received]) -> list[str]:
         """Upstream tokens in what the client side received; injected or split headers."""
-        out = []
-        tokens = sorted(self.upstream_tokens)
-        for entry in entries:
-            text = entry.text()
-            for token in tokens:
-                if token in text:
-                    out.append(f"an upstream token ({token[:6]}...) reached the client side in the answer to "
-                               f"{entry.where} ({entry.status})")
-            for name, value in entry.headers:
-                if INJECTION_MARK in name.lower() or (name == "set-cookie" and INJECTION_MARK in value.lower()):
-                    out.append(f"an injected header reached the client side in the answer to {entry.where}: "
-                               f"{name}: {value[:120]}")
-                if any(c in value for c in "\r\n\0"):
-                    out.append(f"a header value with CR/LF/NUL in the answer to {entry.where}: {name}: {value!r:.120}")
-            if entry.head:
-                stripped = entry.head.replace(b"\r\n", b"")
-                if b"\r" in stripped or b"\n" in stripped:
-                    out.append(f"the answer to {entry.where} has a bare CR or LF in its header block "
-                               f"(a split header): {entry.head[:300]!r}")
-        return out
+        return upstream_token_findings(entries, self.upstream_tokens) + header_findings(entries)
 
-    def server_side_findings(self) -> list[str]:
-        """Filter tokens in what the MCP servers received."""
-        from .mcp_server import RUNNING, fingerprint
+    def server_side_findings(self, servers: list[Any] | None = None) -> list[str]:
+        """Filter tokens in what the MCP servers (default: every running one) received."""
+        from .mcp_server import RUNNING
 
         with self.lock:
-            prints = {fingerprint(t): where for t, where in self.filter_tokens.items()}
-        out = []
-        for server in list(RUNNING):
-            if not server.proc.running:
-                continue
-            try:
-                seen = server.requests_seen()
-            except httpx.HTTPError:
-                continue
-            for req in seen:
-                where = prints.get(req.get("authorization_sha256") or "")
-                if where is not None:
-                    out.append(f"the MCP server {server.proc.name} received a filter token (issued in the answer "
-                               f"to {where}) in {req.get('method')} {req.get('path')} (host {req.get('host')}, "
-                               f"x-test-id {req.get('x-test-id')}, at {req.get('time'):.3f})")
-        return out
+            tokens = dict(self.filter_tokens)
+        return filter_token_findings(tokens, list(RUNNING) if servers is None else servers)
 
     def check(self) -> list[str]:
         """Scan everything received since the last check, and the MCP servers' logs.
@@ -204,6 +171,57 @@ class Watch:
     def entries_since(self, seq: int) -> list[Received]:
         with self.lock:
             return self.received[seq:]
+
+
+def upstream_token_findings(entries: list[Received], upstream_tokens: set[str] | list[str]) -> list[str]:
+    out = []
+    tokens = sorted(t for t in upstream_tokens if t)
+    for entry in entries:
+        text = entry.text()
+        for token in tokens:
+            if token in text:
+                out.append(f"an upstream token ({token[:6]}...) reached the client side in the answer to "
+                           f"{entry.where} ({entry.status})")
+    return out
+
+
+def header_findings(entries: list[Received]) -> list[str]:
+    out = []
+    for entry in entries:
+        for name, value in entry.headers:
+            if INJECTION_MARK in name.lower() or (name == "set-cookie" and INJECTION_MARK in value.lower()):
+                out.append(f"an injected header reached the client side in the answer to {entry.where}: "
+                           f"{name}: {value[:120]}")
+            if any(c in value for c in "\r\n\0"):
+                out.append(f"a header value with CR/LF/NUL in the answer to {entry.where}: {name}: {value!r:.120}")
+        if entry.head:
+            stripped = entry.head.replace(b"\r\n", b"")
+            if b"\r" in stripped or b"\n" in stripped:
+                out.append(f"the answer to {entry.where} has a bare CR or LF in its header block "
+                           f"(a split header): {entry.head[:300]!r}")
+    return out
+
+
+def filter_token_findings(filter_tokens: dict[str, str], servers: list[Any]) -> list[str]:
+    """Requests in the MCP servers' own logs whose Authorization credentials are a filter token."""
+    from .mcp_server import fingerprint
+
+    prints = {fingerprint(t): where for t, where in filter_tokens.items()}
+    out = []
+    for server in servers:
+        if not server.proc.running:
+            continue
+        try:
+            seen = server.requests_seen()
+        except httpx.HTTPError:
+            continue
+        for req in seen:
+            where = prints.get(req.get("authorization_sha256") or "")
+            if where is not None:
+                out.append(f"the MCP server {server.proc.name} received a filter token (issued in the answer "
+                           f"to {where}) in {req.get('method')} {req.get('path')} (host {req.get('host')}, "
+                           f"x-test-id {req.get('x-test-id')}, at {req.get('time'):.3f})")
+    return out
 
 
 def _is_stream(response: httpx.Response) -> bool:
@@ -273,6 +291,6 @@ def _leakwatch_after_module() -> Iterator[None]:
 
 
 @pytest.fixture
-def leakwatch() -> Watch:
+def leak_watch() -> Watch:
     """The run's watch, for tests that check or feed it directly."""
     return WATCH

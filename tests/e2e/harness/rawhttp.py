@@ -130,6 +130,15 @@ def send_http1(port: int, data: bytes, *, source: str | None = None, timeout: fl
                what: str = "") -> RawResponse:
     """Send raw request bytes on a new connection; the first response, read by
     its framing (Envoy lingers before closing, so reading to EOF is slow)."""
+    return send_http1_pipelined(port, data, 1, source=source, timeout=timeout, what=what)[0]
+
+
+def send_http1_pipelined(port: int, data: bytes, count: int, *, source: str | None = None, timeout: float = 10.0,
+                         what: str = "") -> list[RawResponse]:
+    """Send raw bytes holding `count` pipelined requests; their `count`
+    responses, in order (fewer if the connection ends first)."""
+    out: list[RawResponse] = []
+    methods = [line.split(b" ", 1)[0].upper() for line in data.split(b"\r\n") if b" HTTP/1." in line]
     with _connect(port, source, timeout) as s:
         s.sendall(data)
         buf = b""
@@ -144,36 +153,48 @@ def send_http1(port: int, data: bytes, *, source: str | None = None, timeout: fl
             buf += chunk
             return bool(chunk) and time.monotonic() < deadline
 
-        while b"\r\n\r\n" not in buf:
-            if not more():
-                response = RawResponse(protocol="HTTP/1.1", status=None, head=buf)
+        for i in range(count):
+            while b"\r\n\r\n" not in buf:
+                if not more():
+                    if not out:
+                        out.append(RawResponse(protocol="HTTP/1.1", status=None, head=buf))
+                    break
+            else:
+                head, _, _ = buf.partition(b"\r\n\r\n")
+                status_line, *header_lines = head.split(b"\r\n")
+                parts = status_line.split()
+                status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+                headers = [(n.decode("latin-1").strip().lower(), v.strip().decode("latin-1"))
+                           for n, _, v in (h.partition(b":") for h in header_lines)]
+                response = RawResponse(protocol="HTTP/1.1", status=status, headers=headers, head=head)
+                length = response.header("content-length")
+                start = len(head) + 4
+                method = methods[i] if i < len(methods) else b"GET"
+                if method == b"HEAD" or status in (204, 304):
+                    body, used = b"", 0
+                elif length is not None and length.isdigit():
+                    while len(buf) - start < int(length) and more():
+                        pass
+                    body, used = buf[start:start + int(length)], int(length)
+                elif (response.header("transfer-encoding") or "").lower() == "chunked":
+                    while (body := _parse_chunked(buf[start:])) is None and more():
+                        pass
+                    body = body or b""
+                    end = buf.find(b"0\r\n\r\n", start)
+                    used = (end + 5 - start) if end >= 0 else len(buf) - start
+                else:
+                    while more():
+                        pass
+                    body, used = buf[start:], len(buf) - start
+                response.body = body
+                buf = buf[start + used:]
+                out.append(response)
                 leakwatch.record_raw(port, what or _first_line(data), response)
-                return response
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.split(b"\r\n")
-        parts = status_line.split()
-        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
-        headers = [(n.decode("latin-1").strip().lower(), v.strip().decode("latin-1"))
-                   for n, _, v in (h.partition(b":") for h in header_lines)]
-        response = RawResponse(protocol="HTTP/1.1", status=status, headers=headers, head=head)
-        length = response.header("content-length")
-        if data.split(b" ", 1)[0].upper() == b"HEAD" or status in (204, 304):
-            body = b""
-        elif length is not None and length.isdigit():
-            while len(buf) - len(head) - 4 < int(length) and more():
-                pass
-            body = buf[len(head) + 4:][:int(length)]
-        elif (response.header("transfer-encoding") or "").lower() == "chunked":
-            while (body := _parse_chunked(buf[len(head) + 4:])) is None and more():
-                pass
-            body = body or b""
-        else:
-            while more():
-                pass
-            body = buf[len(head) + 4:]
-        response.body = body
-    leakwatch.record_raw(port, what or _first_line(data), response)
-    return response
+                continue
+            break
+    if out and out[0].status is None:
+        leakwatch.record_raw(port, what or _first_line(data), out[0])
+    return out
 
 
 def _first_line(data: bytes) -> str:
