@@ -539,6 +539,20 @@ impl Compiler {
                 "must be an origin only (scheme://host[:port]); the MCP endpoint's path goes in mcp.server.path",
             );
         }
+        // The issuer, the resource and the cookies come from `from`: it must
+        // already be the one spelling requests are normalised to.
+        if let Some(url) = &from
+            && crate::routing::normalise_authority(&authority_of(url)).ok().as_deref()
+                != Some(authority_of(url).as_str())
+        {
+            self.error(
+                &join(at, "from"),
+                format!(
+                    "the host must be written as requests are matched: lower case, no trailing dot, no zero-padded or default port ({:?})",
+                    authority_of(url)
+                ),
+            );
+        }
         let path = raw.mcp.server.path.unwrap_or_else(|| "/mcp".to_string());
         self.mcp_path(&join(at, "mcp.server.path"), &path);
         let upstream = raw

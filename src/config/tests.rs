@@ -110,6 +110,10 @@ fn each_problem_names_its_field() {
             "routes[0].mcp.server.upstream_oauth2.endpoint.auth_url: \"https://github.com/login/oauth/authorize\\r\\nSet-Cookie: a=b\" contains a control character",
         ),
         (
+            with("/routes/0/from", json!("https://mcp.example.com.")),
+            "routes[0].from: the host must be written as requests are matched",
+        ),
+        (
             with("/unmatched_hosts", json!("allow")),
             "unmatched_hosts: \"allow\" is not one of",
         ),
