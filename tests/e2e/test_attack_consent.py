@@ -171,9 +171,8 @@ def test_look_alike_registration_gets_no_silent_consent(oauth: OAuthKit) -> None
     assert second.consent_page is not None, f"silent consent for a look-alike registration:\n{second.browser.trail()}"
 
 
-def _document_client(cimd_server: CimdServer) -> Client:
+def _document_client(cimd_server: CimdServer, redirect_uri: str = "https://verified.example/callback") -> Client:
     path = f"/clients/{uuid.uuid4().hex}.json"
-    redirect_uri = "http://127.0.0.1:47200/callback"
     url = cimd_server.url(path)
     cimd_server.publish(path, {"client_id": url, "client_name": "Verified App", "redirect_uris": [redirect_uri],
                                "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
@@ -189,6 +188,17 @@ def test_metadata_document_client_consent_is_remembered(oauth: OAuthKit, cimd_se
     assert first.consent_page is not None and first.params.get("code"), first.browser.trail()
     second = oauth.authorize(client, browser=first.browser)
     assert second.consent_page is None and second.params.get("code"), second.browser.trail()
+
+
+def test_metadata_document_client_with_a_loopback_redirect_sees_consent_again(oauth: OAuthKit,
+                                                                             cimd_server: CimdServer) -> None:
+    """A verified client whose redirect URI is loopback: any local program can
+    listen there and take the code, so consent is never remembered."""
+    client = _document_client(cimd_server, "http://127.0.0.1:47200/callback")
+    first = oauth.authorize(client)
+    assert first.consent_page is not None and first.params.get("code"), first.browser.trail()
+    second = oauth.authorize(client, browser=first.browser)
+    assert second.consent_page is not None and second.params.get("code"), second.browser.trail()
 
 
 @pytest.fixture(scope="module")
