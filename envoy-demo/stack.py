@@ -4,13 +4,20 @@ the OpenID provider users sign in at (envoy-demo/idp.mjs, npm oidc-provider),
 and the GitHub-like upstream OAuth2 provider whose API the MCP server calls
 (envoy-demo/fake_github.py).
 
-    stack.py run   [options]   foreground; Ctrl-C stops everything   (make demo)
-    stack.py up    [options]   background; pids and logs in .demo/    (make demo-up)
+    stack.py run    [options]  foreground; Ctrl-C stops everything   (make demo)
+    stack.py up     [options]  background; pids and logs in .demo/    (make demo-up)
     stack.py down              stop what `up` started, if anything    (make demo-down)
+    stack.py config [options]  only write the configuration below     (make validate-demo,
+                               docker-compose.yaml)
 
 Run from anywhere; it works from the repository root, where the relative wasm
 path in envoy-demo/envoy.yaml resolves. The Envoy configuration is
-envoy-demo/envoy.yaml with the ports given here written in (.demo/envoy.yaml).
+envoy-demo/envoy.yaml, a template whose keys and client secrets are
+placeholders the filter refuses, with fresh keys and secrets generated for
+this run and the ports given here written in: .demo/envoy.yaml (readable by
+its owner only). The same secrets, for the IdP and the upstream provider, are
+in .demo/demo.env. The MCP virtual host is written from the plugin's routes:
+their authorities and MCP paths only (the catch-all 404 stays).
 The IdP needs envoy-demo/node_modules (`make idp-deps`; make demo does it).
 
 The upstream's access tokens live --upstream-token-ttl seconds (default 45)
@@ -24,14 +31,17 @@ a few minutes of use; GET http://127.0.0.1:9500/_test/state shows its counters
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +57,8 @@ SERVICES = ("idp", "upstream", "mcp_server", "envoy")  # start order; stopped in
 DEFAULTS = {"listen": 10000, "mcp": 9100, "admin": 9901, "idp": 9400, "upstream": 9500}
 DEMO_USER = "alice@company.com"
 UPSTREAM_TOKEN_TTL_S = 45
+# What envoy-demo/envoy.yaml has instead of every key and client secret.
+PLACEHOLDER = "GENERATED-BY-envoy-demo/stack.py"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -63,40 +75,147 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
-def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"],
-                 upstream: int = DEFAULTS["upstream"], refresh_skew: int | None = None) -> dict:
-    """envoy-demo/envoy.yaml with the demo's ports replaced (and, if given, the
-    routes' upstream refresh_skew_seconds)."""
-    import yaml  # from the venv; only `up` and `run` need it
+def generate_secrets() -> dict[str, str]:
+    """Fresh keys and client secrets for one run of the demo."""
+    return {
+        "token_signing": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "encryption": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "idp_client_secret": secrets.token_urlsafe(32),
+        "upstream_client_secret": secrets.token_urlsafe(32),
+    }
 
+
+def http_filters(config: dict):
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                yield from network_filter["typed_config"].get("http_filters", [])
+
+
+def connection_managers(config: dict):
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                if "route_config" in network_filter["typed_config"]:
+                    yield network_filter["typed_config"]
+
+
+def fill_secrets(value: dict, generated: dict[str, str]) -> None:
+    """Puts the generated keys and secrets where the template has placeholders."""
+    keys = value.get("keys", {})
+    for entry in keys.get("token_signing", []):
+        if entry.get("secret") == PLACEHOLDER:
+            entry["secret"] = generated["token_signing"]
+    for entry in keys.get("encryption", []):
+        if entry.get("key") == PLACEHOLDER:
+            entry["key"] = generated["encryption"]
+    provider = value.get("identity_provider", {})
+    if provider.get("client_secret") == PLACEHOLDER:
+        provider["client_secret"] = generated["idp_client_secret"]
+    for route in value.get("routes", []):
+        up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
+        if up and up.get("client_secret") == PLACEHOLDER:
+            up["client_secret"] = generated["upstream_client_secret"]
+    left = [path for path, v in _strings(value) if v == PLACEHOLDER]
+    if left:
+        raise StackError(f"envoy-demo/envoy.yaml has placeholders stack.py does not fill: {', '.join(left)}")
+
+
+def _strings(value, path: str = ""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}" if path else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def route_authorities_and_paths(value: dict) -> tuple[list[str], list[str]]:
+    """The authorities (as the filter matches :authority: the default port
+    spelt out too) and the MCP paths of the plugin's routes."""
+    authorities: list[str] = []
+    paths: list[str] = []
+    for route in value.get("routes", []):
+        origin = urllib.parse.urlsplit(route["from"])
+        netloc = origin.netloc.lower()
+        default_port = 443 if origin.scheme == "https" else 80
+        if origin.port is None or origin.port == default_port:
+            host = netloc.rsplit(":", 1)[0] if origin.port is not None else netloc
+            spellings = [host, f"{host}:{default_port}"]
+        else:
+            spellings = [netloc]
+        for authority in spellings:
+            if authority not in authorities:
+                authorities.append(authority)
+        path = route.get("mcp", {}).get("server", {}).get("path", "/mcp")
+        if path not in paths:
+            paths.append(path)
+    return authorities, paths
+
+
+def restrict_virtual_hosts(config: dict, value: dict) -> None:
+    """The `mcp` virtual host serves exactly the routes' authorities, and sends
+    only their MCP paths to the MCP server; every other host gets the
+    catch-all virtual host's 404."""
+    authorities, paths = route_authorities_and_paths(value)
+    if not authorities:
+        raise StackError("the plugin configuration in envoy-demo/envoy.yaml has no routes")
+    for hcm in connection_managers(config):
+        hosts = hcm["route_config"]["virtual_hosts"]
+        mcp = next((h for h in hosts if h["name"] == "mcp"), None)
+        catch_all = [h for h in hosts if h["domains"] == ["*"]]
+        if mcp is None or len(catch_all) != 1 or any("direct_response" not in r for r in catch_all[0]["routes"]):
+            raise StackError("envoy-demo/envoy.yaml must have a virtual host `mcp` and a catch-all (domains: "
+                             "[\"*\"]) that answers every request with a direct_response")
+        proxied = [r for r in mcp["routes"] if "route" in r]
+        if len(proxied) != 1:
+            raise StackError("the `mcp` virtual host in envoy-demo/envoy.yaml must have one route to the MCP server")
+        mcp["domains"] = authorities
+        mcp["routes"] = [
+            {**proxied[0], "match": {"prefix": "/"} if path == "/" else {"path_separated_prefix": path.rstrip("/")}}
+            for path in sorted(paths, key=len, reverse=True)
+        ] + [r for r in mcp["routes"] if "route" not in r]
+
+
+def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"],
+                 upstream: int = DEFAULTS["upstream"], refresh_skew: int | None = None,
+                 generated: dict[str, str] | None = None) -> dict:
+    """envoy-demo/envoy.yaml with the demo's ports replaced (and, if given, the
+    routes' upstream refresh_skew_seconds), the generated keys and secrets in
+    place of the placeholders, and the MCP virtual host written from the routes."""
+    import yaml  # from the venv; only `up`, `run` and `config` need it
+
+    generated = generated or generate_secrets()
     config = yaml.safe_load(ENVOY_YAML.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = admin
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["port_value"] = listen
-        for chain in listener["filter_chains"]:
-            for network_filter in chain["filters"]:
-                for http_filter in network_filter["typed_config"].get("http_filters", []):
-                    plugin = http_filter["typed_config"].get("config", {})
-                    if "configuration" in plugin:
-                        value = json.loads(plugin["configuration"]["value"])
-                        for route in value.get("routes", []):
-                            route["from"] = route["from"].replace(
-                                f"127.0.0.1:{DEFAULTS['listen']}", f"127.0.0.1:{listen}"
-                            )
-                            up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
-                            if up:
-                                for field in ("auth_url", "token_url"):
-                                    up["endpoint"][field] = up["endpoint"][field].replace(
-                                        f"127.0.0.1:{DEFAULTS['upstream']}", f"127.0.0.1:{upstream}"
-                                    )
-                                if refresh_skew is not None:
-                                    up["refresh_skew_seconds"] = refresh_skew
-                        provider = value.get("identity_provider", {})
-                        if "issuer" in provider:
-                            provider["issuer"] = provider["issuer"].replace(
-                                f"127.0.0.1:{DEFAULTS['idp']}", f"127.0.0.1:{idp}"
-                            )
-                        plugin["configuration"]["value"] = json.dumps(value, indent=2)
+    for http_filter in http_filters(config):
+        plugin = http_filter["typed_config"].get("config", {})
+        if "configuration" in plugin:
+            value = json.loads(plugin["configuration"]["value"])
+            for route in value.get("routes", []):
+                route["from"] = route["from"].replace(
+                    f"127.0.0.1:{DEFAULTS['listen']}", f"127.0.0.1:{listen}"
+                )
+                up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
+                if up:
+                    for field in ("auth_url", "token_url"):
+                        up["endpoint"][field] = up["endpoint"][field].replace(
+                            f"127.0.0.1:{DEFAULTS['upstream']}", f"127.0.0.1:{upstream}"
+                        )
+                    if refresh_skew is not None:
+                        up["refresh_skew_seconds"] = refresh_skew
+            provider = value.get("identity_provider", {})
+            if "issuer" in provider:
+                provider["issuer"] = provider["issuer"].replace(
+                    f"127.0.0.1:{DEFAULTS['idp']}", f"127.0.0.1:{idp}"
+                )
+            fill_secrets(value, generated)
+            restrict_virtual_hosts(config, value)
+            plugin["configuration"]["value"] = json.dumps(value, indent=2)
     ports = {"mcp_server": mcp, "idp": idp, "upstream_oauth": upstream}
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] in ports:
@@ -106,15 +225,39 @@ def envoy_config(listen: int, mcp: int, admin: int, idp: int = DEFAULTS["idp"],
     return config
 
 
+def write_private(path: Path, text: str) -> None:
+    """Writes a file only its owner can read (it holds the run's keys)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def write_config(args) -> dict:
+    """Writes <state>/envoy.yaml (the bootstrap with this run's keys and
+    secrets) and <state>/demo.env (the secrets the IdP and the upstream
+    provider must agree on, as shell variables); returns the bootstrap."""
+    state = args.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    config = envoy_config(args.listen_port, args.mcp_port, args.admin_port, args.idp_port, args.upstream_port,
+                          args.upstream_refresh_skew)
+    upstream_id, upstream_secret = upstream_client(config)
+    # JSON is YAML: Envoy reads it by the .yaml name.
+    write_private(state / "envoy.yaml", json.dumps(config, indent=2))
+    write_private(state / "demo.env", "".join(f"{k}={v}\n" for k, v in (
+        ("IDP_CLIENT_SECRET", idp_client_secret(config)),
+        ("UPSTREAM_CLIENT_ID", upstream_id),
+        ("UPSTREAM_CLIENT_SECRET", upstream_secret),
+    )))
+    return config
+
+
 def plugin_configuration(config: dict) -> dict:
     """The filter's configuration in the bootstrap."""
-    for listener in config["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for network_filter in chain["filters"]:
-                for http_filter in network_filter["typed_config"].get("http_filters", []):
-                    plugin = http_filter["typed_config"].get("config", {})
-                    if "configuration" in plugin:
-                        return json.loads(plugin["configuration"]["value"])
+    for http_filter in http_filters(config):
+        plugin = http_filter["typed_config"].get("config", {})
+        if "configuration" in plugin:
+            return json.loads(plugin["configuration"]["value"])
     raise StackError("no plugin configuration in envoy-demo/envoy.yaml")
 
 
@@ -255,10 +398,8 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
                 "Ports can be changed with DEMO_PORT, MCP_PORT, ADMIN_PORT, IDP_PORT and UPSTREAM_PORT."
             )
     state = args.state_dir
-    state.mkdir(parents=True, exist_ok=True)
     config_path = state / "envoy.yaml"
-    config = envoy_config(args.listen_port, args.mcp_port, args.admin_port, args.idp_port, args.upstream_port,
-                          args.upstream_refresh_skew)
+    config = write_config(args)
     upstream_id, upstream_secret = upstream_client(config)
     for route in plugin_configuration(config).get("routes", []):
         up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
@@ -268,8 +409,6 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
                 f"upstream tokens living {args.upstream_token_ttl} s would be refreshed on every request: route "
                 f"{route.get('name')} refreshes them {skew} s before they expire (--upstream-refresh-skew)"
             )
-    # JSON is YAML: Envoy reads it by the .yaml name.
-    config_path.write_text(json.dumps(config, indent=2))
     idp_env = {
         **os.environ,
         "PORT": str(args.idp_port),
@@ -277,13 +416,17 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
         "REDIRECT_URIS": f"http://127.0.0.1:{args.listen_port}/.oauth/callback",
         "NODE_NO_WARNINGS": "1",
     }
+    envs = {
+        "idp": idp_env,
+        "upstream": {**os.environ, "GH_CLIENT_ID": upstream_id, "GH_CLIENT_SECRET": upstream_secret},
+    }
 
     logs = {name: state / f"{name}.log" for name in SERVICES} if background else None
     argv = {
         "idp": [os.environ.get("NODE", "node"), str(IDP_SCRIPT)],
         # --test-api: GET /_test/state shows the refreshes happening (a demo: it shows tokens too).
+        # The client secret goes in the environment, not on the command line (ps shows that).
         "upstream": [sys.executable, str(UPSTREAM_SCRIPT), "--port", str(args.upstream_port),
-                     "--client-id", upstream_id, "--client-secret", upstream_secret,
                      "--expires-in", str(args.upstream_token_ttl), "--test-api"],
         "mcp_server": [sys.executable, str(DEMO_DIR / "mcp_server.py"), "--port", str(args.mcp_port),
                        "--upstream-user-url", f"http://127.0.0.1:{args.upstream_port}/user"],
@@ -299,7 +442,7 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
         for name in SERVICES:
             if logs:
                 logs[name].write_bytes(b"")
-            procs[name] = start(argv[name], logs[name] if logs else None, idp_env if name == "idp" else None)
+            procs[name] = start(argv[name], logs[name] if logs else None, envs.get(name))
             if background:
                 (state / f"{name}.pid").write_text(f"{procs[name].pid}\n")
         wait_ready(procs, args, logs)
@@ -398,6 +541,12 @@ def cmd_up(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    write_config(args)
+    print(f"wrote {args.state_dir / 'envoy.yaml'} and {args.state_dir / 'demo.env'} (keys and secrets of this run)")
+    return 0
+
+
 def cmd_down(args, quiet: bool = False) -> int:
     stopped = []
     for name in reversed(SERVICES):
@@ -413,7 +562,7 @@ def cmd_down(args, quiet: bool = False) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "up", "down"))
+    parser.add_argument("command", choices=("run", "up", "down", "config"))
     parser.add_argument("--listen-port", type=int, default=_env_int("DEMO_PORT", DEFAULTS["listen"]))
     parser.add_argument("--mcp-port", type=int, default=_env_int("MCP_PORT", DEFAULTS["mcp"]))
     parser.add_argument("--admin-port", type=int, default=_env_int("ADMIN_PORT", DEFAULTS["admin"]))
@@ -425,13 +574,14 @@ def main() -> int:
     parser.add_argument("--upstream-refresh-skew", type=int, default=None,
                         help="override the route's upstream refresh_skew_seconds (must be below the token TTL)")
     parser.add_argument("--state-dir", type=Path, default=STATE,
-                        help="where the generated Envoy configuration, pid files and logs go (default .demo/)")
+                        help="where the generated Envoy configuration (with this run's keys), pid files and logs "
+                             "go (default .demo/)")
     parser.add_argument("--base-id", type=int, default=_env_int("DEMO_BASE_ID", 9100),
                         help="Envoy --base-id (must differ between Envoys running at once)")
     args = parser.parse_args()
     args.state_dir = args.state_dir.resolve()
     try:
-        return {"run": cmd_run, "up": cmd_up, "down": cmd_down}[args.command](args)
+        return {"run": cmd_run, "up": cmd_up, "down": cmd_down, "config": cmd_config}[args.command](args)
     except StackError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1

@@ -47,8 +47,9 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = parse_body(&bytes);
-        let _ = tools_list::filter_json(&bytes, &[json!(1)], &|_| true);
-        let _ = tools_list::filter_sse(&bytes, &[json!(1)], &|_| true);
+        let _ = tools_list::filter_json(&bytes, &|_| true);
+        let _ = tools_list::filter_sse(&bytes, &|_| true, &json!(1));
+        let _ = tools_list::finish_sse(&bytes, &|_| true, &json!(1));
     }
 
     #[test]

@@ -542,7 +542,9 @@ impl Compiler {
         // The issuer, the resource and the cookies come from `from`: it must
         // already be the one spelling requests are normalised to.
         if let Some(url) = &from
-            && crate::routing::normalise_authority(&authority_of(url)).ok().as_deref()
+            && crate::routing::normalise_authority(&authority_of(url))
+                .ok()
+                .as_deref()
                 != Some(authority_of(url).as_str())
         {
             self.error(

@@ -274,26 +274,34 @@ fn keeper<'a>(route: &'a Route, user: &'a User) -> impl Fn(&str) -> bool + 'a {
 /// (compressed, or neither JSON nor an event stream): withheld, not passed
 /// on unfiltered.
 pub fn withheld_tools_list(stage: &Stage) -> Vec<u8> {
-    let id = match stage {
+    tools_list::withheld(&tools_list_id(stage))
+        .to_string()
+        .into_bytes()
+}
+
+/// The id answers are withheld under: the first `tools/list` request's.
+fn tools_list_id(stage: &Stage) -> Value {
+    match stage {
         Stage::Forwarded { passage, .. } => {
             passage.tools_list.first().cloned().unwrap_or(Value::Null)
         }
         _ => Value::Null,
-    };
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603,
-        "message": "the MCP server's tools/list answer could not be filtered by policy (compressed, or not JSON), so it is withheld"}})
-    .to_string()
-    .into_bytes()
+    }
 }
 
 /// A whole JSON `tools/list` answer, rewritten; `None` to leave it as is.
+/// An answer that is not JSON is withheld.
 pub fn filter_tools_json(ctx: &Ctx<'_>, stage: &Stage, body: &[u8]) -> Option<Vec<u8>> {
     let Stage::Forwarded { route, passage, .. } = stage else {
         return None;
     };
     let route = ctx.filter.config.routes.get(*route)?;
     let user = passage.user.as_deref()?;
-    tools_list::filter_json(body, &passage.tools_list, &keeper(route, user))
+    match tools_list::filter_json(body, &keeper(route, user)) {
+        tools_list::Filtered::Unchanged => None,
+        tools_list::Filtered::Rewritten(bytes) => Some(bytes),
+        tools_list::Filtered::Unreadable => Some(withheld_tools_list(stage)),
+    }
 }
 
 /// The complete events at the front of an SSE answer, rewritten, and how
@@ -308,5 +316,19 @@ pub fn filter_tools_sse(ctx: &Ctx<'_>, stage: &Stage, buffer: &[u8]) -> (Vec<u8>
     ) else {
         return (buffer.to_vec(), buffer.len());
     };
-    tools_list::filter_sse(buffer, &passage.tools_list, &keeper(route, user))
+    tools_list::filter_sse(buffer, &keeper(route, user), &tools_list_id(stage))
+}
+
+/// The end of an SSE answer: its last, unterminated event, judged.
+pub fn finish_tools_sse(ctx: &Ctx<'_>, stage: &Stage, rest: &[u8]) -> Vec<u8> {
+    let Stage::Forwarded { route, passage, .. } = stage else {
+        return rest.to_vec();
+    };
+    let (Some(route), Some(user)) = (
+        ctx.filter.config.routes.get(*route),
+        passage.user.as_deref(),
+    ) else {
+        return rest.to_vec();
+    };
+    tools_list::finish_sse(rest, &keeper(route, user), &tools_list_id(stage))
 }

@@ -24,7 +24,7 @@ use crate::store::{Kv, Vault};
 
 pub use inspect::{
     HEADER_MISMATCH, POLICY_DENIED, filter_tools_json, filter_tools_sse, filters_tools_list,
-    withheld_tools_list,
+    finish_tools_sse, withheld_tools_list,
 };
 pub use signin::Wait;
 pub use upstream::{Parked, RefreshJob, proactive_refresh, refresh_answer};
@@ -304,10 +304,12 @@ pub(crate) enum Outcome {
         sub: Option<String>,
         passage: Passage,
     },
-    /// Wait for the refresh of the upstream token another request started.
-    Park(Parked),
-    /// Wait for the refresh this request starts.
-    ParkAndRefresh(Parked, Box<RefreshJob>),
+    /// Wait for a refresh of the upstream token: the one this request
+    /// starts (`start`), or one already running.
+    Park {
+        parked: Parked,
+        start: Option<Box<RefreshJob>>,
+    },
 }
 
 impl From<Reply> for Outcome {
@@ -336,22 +338,13 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
             effects: vec![Effect::Dispatch(call)],
             next: Next::Stop,
         },
-        Outcome::Park(parked) => Step {
+        Outcome::Park { parked, start } => Step {
             stage: Stage::Parked {
                 route,
                 origin,
                 parked,
             },
-            effects: Vec::new(),
-            next: Next::Stop,
-        },
-        Outcome::ParkAndRefresh(parked, job) => Step {
-            stage: Stage::Parked {
-                route,
-                origin,
-                parked,
-            },
-            effects: vec![Effect::StartRefresh(job)],
+            effects: start.map(Effect::StartRefresh).into_iter().collect(),
             next: Next::Stop,
         },
         Outcome::Forward {
@@ -586,7 +579,7 @@ pub fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
         false,
         parked.passage.clone(),
     ) {
-        Outcome::Park(_) | Outcome::ParkAndRefresh(..) => None,
+        Outcome::Park { .. } => None,
         outcome => Some(finish(ctx, *route, origin.clone(), outcome)),
     }
 }

@@ -402,11 +402,14 @@ pub(super) fn inject(
             let retry = up.refresh_wait_ms.div_ceil(1000).max(1);
             return no_token_yet(&token, retry);
         }
-        Outcome::Park(Parked {
-            sub: sub.to_string(),
-            deadline,
-            passage,
-        })
+        Outcome::Park {
+            parked: Parked {
+                sub: sub.to_string(),
+                deadline,
+                passage,
+            },
+            start: None,
+        }
     };
     let backing_off = token
         .failed_at
@@ -423,26 +426,18 @@ pub(super) fn inject(
     }
     match start_refresh(ctx, route, sub, &token) {
         Ok(Some(job)) if usable => forward_with(&token, sub, passage, Some(job)),
-        Ok(Some(job)) => Outcome::Park(Parked {
-            sub: sub.to_string(),
-            deadline,
-            passage,
-        })
-        .with_refresh(job),
+        Ok(Some(job)) => Outcome::Park {
+            parked: Parked {
+                sub: sub.to_string(),
+                deadline,
+                passage,
+            },
+            start: Some(Box::new(job)),
+        },
         // Someone else refreshes it: go on with the current token while it lasts.
         Ok(None) if usable => forward_with(&token, sub, passage, None),
         Ok(None) => wait(passage),
         Err(e) => store_error(e).into(),
-    }
-}
-
-impl Outcome {
-    /// A parked request that also starts the refresh it waits for.
-    fn with_refresh(self, job: RefreshJob) -> Outcome {
-        match self {
-            Outcome::Park(parked) => Outcome::ParkAndRefresh(parked, Box::new(job)),
-            other => other,
-        }
     }
 }
 

@@ -360,7 +360,7 @@ impl HttpContext for Request {
                 let (mut out, used) = flow::filter_tools_sse(&ctx, &self.stage, &data);
                 let rest = data.split_off(used.min(data.len()));
                 if end_of_stream {
-                    out.extend_from_slice(&rest);
+                    out.extend_from_slice(&flow::finish_tools_sse(&ctx, &self.stage, &rest));
                 } else {
                     *tail = rest;
                 }
