@@ -453,6 +453,8 @@ def main() -> int:
                                   "scopes": ["openid", "email", "profile"], "cluster": "idp"},
             "keys": {"token_signing": [{"id": "te-bench", "secret": random_key(32)}],
                      "encryption": [{"id": "enc-bench", "key": random_key(32)}]},
+            # Scenario B measures the passthrough path (the default refuses such hosts).
+            "unmatched_hosts": "passthrough",
             "routes": [
                 {"from": origins["bench"], "name": "bench", "mcp": {"server": {"path": "/mcp"}},
                  "policy": SEED_POLICY},
