@@ -264,7 +264,12 @@ provider.use(async (ctx, next) => {
   if (DEBUG && !ctx.path.startsWith('/_debug/')) seen.push(entry);
   await next();
   entry.status = ctx.status;
-  if (ctx.path === '/token') entry.grant_type = ctx.oidc?.params?.grant_type;
+  if (ctx.path === '/token') {
+    entry.grant_type = ctx.oidc?.params?.grant_type;
+    // Whose token it was, when the provider could tell (not for a refused one).
+    const entities = ctx.oidc?.entities ?? {};
+    entry.account = (entities.RefreshToken ?? entities.AuthorizationCode)?.accountId;
+  }
   console.log(`${ctx.method} ${ctx.path} -> ${ctx.status}${entry.grant_type ? ` (${entry.grant_type})` : ''}`);
 });
 

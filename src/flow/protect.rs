@@ -116,9 +116,11 @@ pub(super) fn authorize_request(
         header_effects,
         upstream_token: None,
     };
-    // A request with an expired upstream token waits this long for the refresh.
+    // A request with an expired upstream token waits this long for the
+    // refresh: at least refresh_wait_ms, at most a second more (the core's
+    // clock counts whole seconds).
     let wait_ms = route.upstream.as_ref().map_or(0, |u| u.refresh_wait_ms);
-    let deadline = ctx.now + wait_ms.div_ceil(1000);
+    let deadline = ctx.now + wait_ms.div_ceil(1000) + 1;
     // Without upstream_oauth2 the Authorization header is removed (no token
     // passthrough, MCP authorization Security Considerations); with it, the
     // upstream token replaces it.

@@ -481,6 +481,15 @@ fn start_refresh(
         Err(crate::store::StoreError::CasMismatch) => return Ok(None),
         Err(e) => return Err(e),
     }
+    // A refresh that ended between our reading the token and taking the
+    // lock has stored its token (it stores before it releases): refreshing
+    // again would spend a rotated refresh token twice.
+    let current = ctx.vault().get::<StoredToken>(ns::TOKEN, &key);
+    let unchanged = matches!(&current, Ok(Some(c)) if c.value.refresh_token.as_deref() == Some(refresh_token.as_str()));
+    if !unchanged {
+        release(ctx, &key, &owner);
+        return current.map(|_| None);
+    }
     let credentials = first_attempt(up.auth_style, remembered_style(ctx, route));
     Ok(Some(RefreshJob {
         route: route.name.clone(),
