@@ -100,6 +100,11 @@ ROUTES = [
     RouteSpec("flaky", "/flaky/mcp", "gh", "gh", app={**_SHORT, "hang_seconds": 3},
               upstream={**_SKEW1, "refresh_timeout_ms": 1000, "refresh_wait_ms": 1000}),
     RouteSpec("slow", "/slow/mcp", "gh", "gh", app={**_SHORT, "refresh_delay_ms": 800}, upstream=_SKEW1),
+    # 10-second tokens refreshed 5 s before expiry, 800 ms refreshes: a token
+    # inside its skew is still good for seconds, whole seconds of the filter's
+    # clock included.
+    RouteSpec("slow-skew", "/slow-skew/mcp", "gh", "gh", app={"expires_in": 10, "refresh_delay_ms": 800},
+              upstream={"refresh_skew_seconds": 5}),
     # Requests wait 1 s for a refresh; the refresh itself waits up to 15 s
     # (the provider is frozen with SIGSTOP in between).
     RouteSpec("frozen", "/frozen/mcp", "gh", "gh", app=_SHORT,
