@@ -95,7 +95,9 @@ def test_concurrent_calls_on_an_expired_token_make_one_refresh(upstream) -> None
     # (Other tests' users' tokens are refreshed by the maintenance tick meanwhile.)
     during = [r for r in kit.stack.op.token_requests("refresh_token")
               if r["at"] >= burst.started and r.get("account") == kit.upstream_login]
-    assert len(during) == 1, f"{len(during)} refresh calls for 8 concurrent requests: {during}"
+    # One refresh, or none when the maintenance tick refreshed the token in
+    # use just before the burst; never one per request.
+    assert len(during) <= 1, f"{len(during)} refresh calls for 8 concurrent requests: {during}"
     assert during[0]["status"] == 200, during
     # Both workers took part in the burst.
     calls = [a for a in kit.audit() if a.get("tool") == "whoami"]
