@@ -12,8 +12,8 @@ use crate::outbound::{CallResponse, OutboundCall};
 
 /// How often the host calls [`tick`].
 pub const TICK_SECONDS: u64 = 30;
-/// Entries checked per prune, to bound the work of one tick.
-const PRUNE_PER_TICK: usize = 500;
+/// Shared-data entries checked per prune, to bound the work of one tick.
+pub const PRUNE_PER_TICK: usize = 500;
 /// The cached IdP documents are refreshed when they expire within this.
 const REFRESH_BEFORE_SECONDS: u64 = 600;
 /// How long fetched IdP documents are cached.
@@ -26,13 +26,9 @@ pub enum Purpose {
     Jwks,
 }
 
-/// One tick: prune, and the calls to make to keep the IdP caches warm.
+/// One tick: the calls to make to keep the IdP caches warm. (Pruning is
+/// the shared-data backend's: `store::prune`.)
 pub fn tick(ctx: &mut Ctx<'_>) -> Vec<(Purpose, OutboundCall)> {
-    match ctx.vault().prune(PRUNE_PER_TICK) {
-        Ok(0) => {}
-        Ok(n) => log::debug!("pruned {n} expired store entries"),
-        Err(e) => log::warn!("pruning the store failed: {e}"),
-    }
     let now = ctx.now;
     let idp = &ctx.config().identity_provider;
     let discovery = ctx

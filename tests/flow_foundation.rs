@@ -40,16 +40,31 @@ fn head(method: &str, authority: &str, path: &str, extra: &[(&str, &[u8])]) -> R
 }
 
 /// One request's headers through the core, with a fresh store.
+/// One core step on a MemoryKv, as the host runs it on shared data.
+fn run_core<T>(
+    filter: &Filter,
+    kv: &mut MemoryKv,
+    random: &mut TestRandom,
+    now: u64,
+    mut f: impl FnMut(&mut Ctx<'_>) -> T,
+) -> T {
+    mcp_oauth_filter::store::shared::run(kv, filter.store_prefix(), |view| {
+        let mut ctx = Ctx {
+            filter,
+            now,
+            random: &mut *random,
+            kv: view,
+        };
+        f(&mut ctx)
+    })
+}
+
 fn run(f: &Filter, head: &RequestHead) -> Step {
     let mut kv = MemoryKv::new();
     let mut random = TestRandom::new(7);
-    let mut ctx = Ctx {
-        filter: f,
-        now: 1_000_000,
-        random: &mut random,
-        kv: &mut kv,
-    };
-    flow::on_request_headers(&mut ctx, head)
+    run_core(f, &mut kv, &mut random, 1_000_000, |ctx| {
+        flow::on_request_headers(ctx, head)
+    })
 }
 
 fn reply_of(step: &flow::Step) -> &Reply {
@@ -338,13 +353,10 @@ fn with_passthrough_other_hosts_go_on_untouched() {
         assert_eq!(step.next, Next::Continue);
         assert!(step.effects.is_empty());
         let (mut kv, mut random) = (MemoryKv::new(), TestRandom::new(1));
-        let mut ctx = Ctx {
-            filter: &f,
-            now: 1_000_000,
-            random: &mut random,
-            kv: &mut kv,
-        };
-        assert!(flow::on_response_headers(&mut ctx, &step.stage, 200, None, false).is_empty());
+        let effects = run_core(&f, &mut kv, &mut random, 1_000_000, |ctx| {
+            flow::on_response_headers(ctx, &step.stage, 200, None, false)
+        });
+        assert!(effects.is_empty());
     }
     // Ambiguous spellings that may mean a route's host stay refused...
     for authority in [

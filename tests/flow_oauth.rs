@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use jsonwebtoken::Algorithm;
 use mcp_oauth_filter::crypto;
-use mcp_oauth_filter::flow::{Ctx, Effect};
+use mcp_oauth_filter::flow::Effect;
 use serde_json::{Value, json};
 
 #[test]
@@ -527,25 +527,23 @@ fn nothing_is_stored_in_the_clear() {
 fn maintenance_tick_warms_the_identity_provider_caches() {
     use mcp_oauth_filter::maintenance::{self, Purpose};
     let mut w = World::new(json!({}));
-    let filter = &w.filter;
-    let mut ctx = Ctx {
-        filter,
-        now: w.now,
-        random: &mut w.random,
-        kv: &mut w.kv,
-    };
-    let calls = maintenance::tick(&mut ctx);
+    let calls = w.core(maintenance::tick);
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].0, Purpose::Discovery);
-    let answer = w.idp.answer(&calls[0].1, ctx.now);
-    let (purpose, call) = maintenance::on_answer(&mut ctx, Purpose::Discovery, &answer).unwrap();
+    let answer = w.idp.answer(&calls[0].1, w.now);
+    let (purpose, call) = w
+        .core(|ctx| maintenance::on_answer(ctx, Purpose::Discovery, &answer))
+        .unwrap();
     assert_eq!(purpose, Purpose::Jwks);
-    let answer = w.idp.answer(&call, ctx.now);
-    assert!(maintenance::on_answer(&mut ctx, Purpose::Jwks, &answer).is_none());
+    let answer = w.idp.answer(&call, w.now);
+    assert!(
+        w.core(|ctx| maintenance::on_answer(ctx, Purpose::Jwks, &answer))
+            .is_none()
+    );
     // Warm: nothing to do until shortly before they expire.
-    assert!(maintenance::tick(&mut ctx).is_empty());
-    ctx.now += maintenance::IDP_CACHE_SECONDS - 300;
-    assert_eq!(maintenance::tick(&mut ctx)[0].0, Purpose::Discovery);
+    assert!(w.core(maintenance::tick).is_empty());
+    w.now += maintenance::IDP_CACHE_SECONDS - 300;
+    assert_eq!(w.core(maintenance::tick)[0].0, Purpose::Discovery);
 }
 
 #[test]

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use mcp_oauth_filter::flow::{self, Ctx, HEADER_MISMATCH, POLICY_DENIED};
+use mcp_oauth_filter::flow::{self, HEADER_MISMATCH, POLICY_DENIED};
 use serde_json::{Value, json};
 
 const SEED: &str = "http://127.0.0.1:10000/seed";
@@ -236,14 +236,8 @@ fn tools_list_answers_show_only_allowed_tools() {
     let stage = w.last_stage.clone().unwrap();
     assert!(flow::filters_tools_list(&stage));
     let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "whoami"}, {"name": "echo"}, {"name": "admin_reset"}]}});
-    let ctx = Ctx {
-        filter: &w.filter,
-        now: w.now,
-        random: &mut w.random,
-        kv: &mut w.kv,
-    };
     let out: Value = serde_json::from_slice(
-        &flow::filter_tools_json(&ctx, &stage, answer.to_string().as_bytes()).unwrap(),
+        &flow::filter_tools_json(&w.filter.config, &stage, answer.to_string().as_bytes()).unwrap(),
     )
     .unwrap();
     let names: Vec<_> = out["result"]["tools"]
@@ -254,7 +248,7 @@ fn tools_list_answers_show_only_allowed_tools() {
         .collect();
     assert_eq!(names, ["whoami", "echo"]);
     let sse = format!("event: message\ndata: {answer}\n\n");
-    let (out, used) = flow::filter_tools_sse(&ctx, &stage, sse.as_bytes());
+    let (out, used) = flow::filter_tools_sse(&w.filter.config, &stage, sse.as_bytes());
     assert_eq!(used, sse.len());
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("echo") && !text.contains("admin_reset"));

@@ -227,13 +227,7 @@ fn tokens_in_use_are_refreshed_before_they_are_needed() {
     let te = w.access_token_for(GH);
     let tick = |w: &mut World| {
         let sub = w.idp.user().to_string();
-        let mut ctx = mcp_oauth_filter::flow::Ctx {
-            filter: &w.filter,
-            now: w.now,
-            random: &mut w.random,
-            kv: &mut w.kv,
-        };
-        mcp_oauth_filter::flow::proactive_refresh(&mut ctx, "gh", &sub)
+        w.core(|ctx| mcp_oauth_filter::flow::proactive_refresh(ctx, "gh", &sub))
     };
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_1");
     // Far from expiry: nothing to do.
@@ -366,19 +360,9 @@ fn mcp_server_refusing_the_token_restarts_consent() {
     let mut w = World::new(json!({}));
     let te = w.access_token_for(GH);
     let step = w.start_mcp("/gh", &te);
-    let mut ctx = mcp_oauth_filter::flow::Ctx {
-        filter: &w.filter,
-        now: w.now,
-        random: &mut w.random,
-        kv: &mut w.kv,
-    };
-    let effects = mcp_oauth_filter::flow::on_response_headers(
-        &mut ctx,
-        &step.stage,
-        401,
-        Some("Bearer"),
-        false,
-    );
+    let effects = w.core(|ctx| {
+        mcp_oauth_filter::flow::on_response_headers(ctx, &step.stage, 401, Some("Bearer"), false)
+    });
     assert_eq!(
         effects[0],
         Effect::SetResponseHeader(":status", "401".into())
@@ -432,14 +416,9 @@ fn a_refusal_of_the_old_token_keeps_the_one_a_refresh_just_stored() {
     let answer = w.up.answer(&job.call, w.now);
     w.finish_refresh(job, &answer);
     // ...which stored ghu_2 before the MCP server answered 401 for ghu_1.
-    let mut ctx = mcp_oauth_filter::flow::Ctx {
-        filter: &w.filter,
-        now: w.now,
-        random: &mut w.random,
-        kv: &mut w.kv,
-    };
-    let effects =
-        mcp_oauth_filter::flow::on_response_headers(&mut ctx, &first.stage, 401, None, false);
+    let effects = w.core(|ctx| {
+        mcp_oauth_filter::flow::on_response_headers(ctx, &first.stage, 401, None, false)
+    });
     assert!(!effects.is_empty(), "the client still gets the challenge");
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
 }

@@ -291,11 +291,15 @@ fn tools_list_id(stage: &Stage) -> Value {
 
 /// A whole JSON `tools/list` answer, rewritten; `None` to leave it as is.
 /// An answer that is not JSON is withheld.
-pub fn filter_tools_json(ctx: &Ctx<'_>, stage: &Stage, body: &[u8]) -> Option<Vec<u8>> {
+pub fn filter_tools_json(
+    config: &crate::config::Config,
+    stage: &Stage,
+    body: &[u8],
+) -> Option<Vec<u8>> {
     let Stage::Forwarded { route, passage, .. } = stage else {
         return None;
     };
-    let route = ctx.filter.config.routes.get(*route)?;
+    let route = config.routes.get(*route)?;
     let user = passage.user.as_deref()?;
     match tools_list::filter_json(body, &keeper(route, user)) {
         tools_list::Filtered::Unchanged => None,
@@ -306,28 +310,26 @@ pub fn filter_tools_json(ctx: &Ctx<'_>, stage: &Stage, body: &[u8]) -> Option<Ve
 
 /// The complete events at the front of an SSE answer, rewritten, and how
 /// many bytes they used.
-pub fn filter_tools_sse(ctx: &Ctx<'_>, stage: &Stage, buffer: &[u8]) -> (Vec<u8>, usize) {
+pub fn filter_tools_sse(
+    config: &crate::config::Config,
+    stage: &Stage,
+    buffer: &[u8],
+) -> (Vec<u8>, usize) {
     let Stage::Forwarded { route, passage, .. } = stage else {
         return (buffer.to_vec(), buffer.len());
     };
-    let (Some(route), Some(user)) = (
-        ctx.filter.config.routes.get(*route),
-        passage.user.as_deref(),
-    ) else {
+    let (Some(route), Some(user)) = (config.routes.get(*route), passage.user.as_deref()) else {
         return (buffer.to_vec(), buffer.len());
     };
     tools_list::filter_sse(buffer, &keeper(route, user), &tools_list_id(stage))
 }
 
 /// The end of an SSE answer: its last, unterminated event, judged.
-pub fn finish_tools_sse(ctx: &Ctx<'_>, stage: &Stage, rest: &[u8]) -> Vec<u8> {
+pub fn finish_tools_sse(config: &crate::config::Config, stage: &Stage, rest: &[u8]) -> Vec<u8> {
     let Stage::Forwarded { route, passage, .. } = stage else {
         return rest.to_vec();
     };
-    let (Some(route), Some(user)) = (
-        ctx.filter.config.routes.get(*route),
-        passage.user.as_deref(),
-    ) else {
+    let (Some(route), Some(user)) = (config.routes.get(*route), passage.user.as_deref()) else {
         return rest.to_vec();
     };
     tools_list::finish_sse(rest, &keeper(route, user), &tools_list_id(stage))

@@ -20,7 +20,7 @@ use crate::oauth::server_metadata;
 use crate::outbound::{CallResponse, OutboundCall};
 use crate::reply::{Failure, Reply, reply_for};
 use crate::routing::{Endpoint, Placement, RouteTable};
-use crate::store::{Kv, Vault};
+use crate::store::{StoreView, Vault};
 
 pub use inspect::{
     HEADER_MISMATCH, POLICY_DENIED, filter_tools_json, filter_tools_sse, filters_tools_list,
@@ -49,7 +49,8 @@ impl Filter {
         self.config.routes.iter().position(|r| r.name == name)
     }
 
-    fn store_prefix(&self) -> &str {
+    /// The prefix of every storage key.
+    pub fn store_prefix(&self) -> &str {
         match &self.config.store {
             Store::SharedData { prefix } | Store::Etcd { prefix, .. } => prefix,
         }
@@ -62,7 +63,7 @@ pub struct Ctx<'a> {
     /// Unix time, seconds.
     pub now: u64,
     pub random: &'a mut dyn Random,
-    pub kv: &'a mut dyn Kv,
+    pub kv: &'a mut dyn StoreView,
 }
 
 impl<'a> Ctx<'a> {

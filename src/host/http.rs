@@ -7,7 +7,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::random::HostRandom;
-use super::shared_data::SharedData;
+use super::shared_data::run_step;
 use super::waiters::{self, Waiters};
 use super::{abi, calls};
 use crate::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
@@ -34,7 +34,7 @@ enum Rewrite {
 }
 
 /// How a core step is fed: the step function gets a fresh context.
-type StepFn<'s> = dyn FnOnce(&mut Ctx<'_>, &Stage) -> Step + 's;
+type StepFn<'s> = dyn FnMut(&mut Ctx<'_>, &Stage) -> Step + 's;
 
 impl Request {
     pub fn new(context_id: u32, filter: Option<Rc<Filter>>, waiters: Waiters) -> Self {
@@ -49,16 +49,9 @@ impl Request {
 
     /// Runs one core step with the host's clock, randomness and store, then
     /// carries out its effects. Returns whether the request may go on.
-    fn step(&mut self, filter: &Filter, run: Box<StepFn<'_>>) -> Next {
-        let mut kv = SharedData;
-        let mut random = HostRandom;
-        let mut ctx = Ctx {
-            filter,
-            now: abi::now_seconds(),
-            random: &mut random,
-            kv: &mut kv,
-        };
-        let mut step = run(&mut ctx, &self.stage);
+    fn step(&mut self, filter: &Filter, mut run: Box<StepFn<'_>>) -> Next {
+        let stage = self.stage.clone();
+        let mut step = run_step(filter, |ctx| run(ctx, &stage));
         let next = loop {
             if !HostRandom::healthy() {
                 self.fail_closed("host randomness failed");
@@ -73,10 +66,14 @@ impl Request {
                 }
                 // The host refused the call outright: the core hears of it as a failed call.
                 Applied::CallRefused => {
-                    step = flow::on_call_response(&mut ctx, &self.stage, &CallResponse::failed());
+                    let stage = self.stage.clone();
+                    step = run_step(filter, |ctx| {
+                        flow::on_call_response(ctx, &stage, &CallResponse::failed())
+                    });
                 }
             }
         };
+        let now = abi::now_seconds();
         match &self.stage {
             Stage::Parked { .. } => {
                 self.waiters
@@ -89,7 +86,7 @@ impl Request {
                 ..
             } => {
                 if let Some(route) = filter.config.routes.get(*route) {
-                    self.waiters.borrow_mut().used(&route.name, sub, ctx.now);
+                    self.waiters.borrow_mut().used(&route.name, sub, now);
                 }
             }
             _ => {}
@@ -263,7 +260,7 @@ impl HttpContext for Request {
         if body_size > flow::MAX_ENDPOINT_BODY_BYTES
             && let Some(step) = flow::on_body_too_large(&self.stage)
         {
-            return action(self.step(&filter, Box::new(move |_, _| step)));
+            return action(self.step(&filter, Box::new(move |_, _| step.clone())));
         }
         if !end_of_stream {
             // Held here until whole: the body of the filter's endpoints is
@@ -322,13 +319,6 @@ impl HttpContext for Request {
         let (Some(rewrite), Some(filter)) = (self.tools_list.as_mut(), self.filter.clone()) else {
             return Action::Continue;
         };
-        let (mut kv, mut random) = (SharedData, HostRandom);
-        let ctx = Ctx {
-            filter: &filter,
-            now: abi::now_seconds(),
-            random: &mut random,
-            kv: &mut kv,
-        };
         match rewrite {
             Rewrite::Json => {
                 if !end_of_stream {
@@ -336,7 +326,7 @@ impl HttpContext for Request {
                 }
                 let body =
                     abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
-                if let Some(new) = flow::filter_tools_json(&ctx, &self.stage, &body)
+                if let Some(new) = flow::filter_tools_json(&filter.config, &self.stage, &body)
                     && !abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new)
                 {
                     log::error!("could not rewrite a tools/list answer");
@@ -357,10 +347,14 @@ impl HttpContext for Request {
                     abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
                 let mut data = std::mem::take(tail);
                 data.extend_from_slice(&chunk);
-                let (mut out, used) = flow::filter_tools_sse(&ctx, &self.stage, &data);
+                let (mut out, used) = flow::filter_tools_sse(&filter.config, &self.stage, &data);
                 let rest = data.split_off(used.min(data.len()));
                 if end_of_stream {
-                    out.extend_from_slice(&flow::finish_tools_sse(&ctx, &self.stage, &rest));
+                    out.extend_from_slice(&flow::finish_tools_sse(
+                        &filter.config,
+                        &self.stage,
+                        &rest,
+                    ));
                 } else {
                     *tail = rest;
                 }
@@ -396,20 +390,16 @@ impl HttpContext for Request {
         let status = value(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let www_authenticate = value("www-authenticate");
         let has_allow_origin = value("access-control-allow-origin").is_some();
-        let (mut kv, mut random) = (SharedData, HostRandom);
-        let mut ctx = Ctx {
-            filter: &filter,
-            now: abi::now_seconds(),
-            random: &mut random,
-            kv: &mut kv,
-        };
-        let effects = flow::on_response_headers(
-            &mut ctx,
-            &self.stage,
-            status,
-            www_authenticate.as_deref(),
-            has_allow_origin,
-        );
+        let stage = self.stage.clone();
+        let effects = run_step(&filter, |ctx| {
+            flow::on_response_headers(
+                ctx,
+                &stage,
+                status,
+                www_authenticate.as_deref(),
+                has_allow_origin,
+            )
+        });
         // Response header changes are best effort: a refusal must not break the response.
         for effect in effects {
             if let Effect::SetResponseHeader(name, value) = effect {

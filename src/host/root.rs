@@ -10,7 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use super::random::HostRandom;
-use super::shared_data::SharedData;
+use super::shared_data::{SharedData, run_step};
 use super::waiters::{self, Waiters};
 use super::{abi, calls, http::Request, logger};
 use crate::config::Config;
@@ -49,16 +49,9 @@ impl Root {
     }
 
     /// Runs a maintenance step with the host's clock, randomness and store.
-    fn with_ctx<T>(&self, run: impl FnOnce(&mut Ctx<'_>) -> T) -> Option<T> {
+    fn with_ctx<T>(&self, run: impl FnMut(&mut Ctx<'_>) -> T) -> Option<T> {
         let filter = self.filter.as_ref()?;
-        let (mut kv, mut random) = (SharedData, HostRandom);
-        let mut ctx = Ctx {
-            filter,
-            now: abi::now_seconds(),
-            random: &mut random,
-            kv: &mut kv,
-        };
-        let out = run(&mut ctx);
+        let out = run_step(filter, run);
         // Nothing made from failed randomness may be acted on.
         HostRandom::healthy().then_some(out)
     }
@@ -81,7 +74,9 @@ impl Root {
     }
 
     fn refresh_answered(&mut self, job: RefreshJob, answer: &crate::outbound::CallResponse) {
-        if let Some(Some(retry)) = self.with_ctx(|ctx| flow::refresh_answer(ctx, job, answer)) {
+        if let Some(Some(retry)) =
+            self.with_ctx(|ctx| flow::refresh_answer(ctx, job.clone(), answer))
+        {
             self.start_refresh(retry);
             return;
         }
@@ -210,6 +205,22 @@ impl RootContext for Root {
             .any(|c| matches!(c, Call::Maintenance(_)));
         if maintaining {
             return;
+        }
+        if let Some(filter) = &self.filter
+            && matches!(filter.config.store, crate::config::Store::SharedData { .. })
+        {
+            let keys = &filter.config.keys.encryption;
+            match crate::store::prune(
+                &mut SharedData,
+                filter.store_prefix(),
+                keys,
+                now,
+                maintenance::PRUNE_PER_TICK,
+            ) {
+                Ok(0) => {}
+                Ok(n) => log::debug!("pruned {n} expired store entries"),
+                Err(e) => log::warn!("pruning the store failed: {e}"),
+            }
         }
         for (purpose, call) in self.with_ctx(maintenance::tick).unwrap_or_default() {
             self.start(purpose, &call);

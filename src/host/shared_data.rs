@@ -8,6 +8,8 @@ use std::ptr::{null, null_mut};
 
 use super::abi::take_host_buffer;
 use super::random::HostRandom;
+use crate::env::Random;
+use crate::flow::{Ctx, Filter};
 use crate::store::{Kv, StoreError};
 
 // proxy-wasm ABI 0.2.1 status codes.
@@ -85,4 +87,21 @@ impl Kv for SharedData {
             ))),
         }
     }
+}
+
+/// Runs a core step on shared data with the host's clock and randomness:
+/// its reads answered at once, its writes committed when it is done (see
+/// `store::shared::run`).
+pub fn run_step<T>(filter: &Filter, mut step: impl FnMut(&mut Ctx<'_>) -> T) -> T {
+    let mut random = HostRandom;
+    let now = super::abi::now_seconds();
+    crate::store::shared::run(&mut SharedData, filter.store_prefix(), |view| {
+        let mut ctx = Ctx {
+            filter,
+            now,
+            random: &mut random as &mut dyn Random,
+            kv: view,
+        };
+        step(&mut ctx)
+    })
 }

@@ -13,8 +13,8 @@ use proxy_wasm::types::MapType;
 
 use super::abi;
 use super::random::HostRandom;
-use super::shared_data::SharedData;
-use crate::flow::{self, Ctx, Effect, Filter, Next, RefreshJob, Stage};
+use super::shared_data::run_step;
+use crate::flow::{self, Effect, Filter, Next, RefreshJob, Stage};
 
 /// Tick period while requests wait.
 pub const FAST_TICK_MS: u64 = 20;
@@ -91,15 +91,8 @@ pub fn wake(filter: &Filter, waiters: &Waiters, current: u32) {
     if parked.is_empty() {
         return;
     }
-    let (mut kv, mut random) = (SharedData, HostRandom);
     for (id, stage) in parked {
-        let mut ctx = Ctx {
-            filter,
-            now: abi::now_seconds(),
-            random: &mut random,
-            kv: &mut kv,
-        };
-        let Some(step) = flow::on_wake(&mut ctx, &stage) else {
+        let Some(step) = run_step(filter, |ctx| flow::on_wake(ctx, &stage)) else {
             continue;
         };
         if !abi::set_effective_context(id) {

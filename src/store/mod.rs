@@ -1,7 +1,13 @@
-//! State shared by workers (and, with etcd, by Envoy replicas): a small
-//! key-value trait with compare-and-swap ([`Kv`]), an in-memory
-//! implementation with Envoy's exact rules ([`MemoryKv`]), and the typed,
-//! encrypted, expiring layer the core uses ([`Vault`]). DESIGN.md, State.
+//! State shared by workers (and, with etcd, by Envoy replicas).
+//!
+//! * [`Txn`]: what a step of the core reads and writes. Reads the backend
+//!   can answer at once are answered; others go out as commands and the
+//!   step runs again with their answers ([`attempt`]). Writes are held and
+//!   go out together, each with the version it expects, once the step is
+//!   done: so a step's decision takes effect only if its store writes do.
+//! * [`Vault`]: the typed, encrypted, expiring layer over a [`Txn`].
+//! * [`shared`]: the shared-data backend, over a [`Kv`] with Envoy's rules
+//!   (the host's shared data, or [`MemoryKv`] in tests).
 //!
 //! Keys are never secret: they are `{prefix}{namespace}/{id}`, and an id
 //! derived from a secret (a code, a refresh token) is its hash,
@@ -11,12 +17,18 @@
 mod index;
 mod memory;
 mod plain_cache;
+pub mod shared;
+mod txn;
 mod vault;
 
 use std::fmt;
 
+pub use self::index::prune;
 pub use self::memory::MemoryKv;
 pub use self::plain_cache::clear as clear_cache;
+pub use self::txn::{
+    Attempt, Entry, Expect, Later, ReadNow, Snapshot, StoreView, Txn, Write, attempt,
+};
 pub use self::vault::Vault;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +37,9 @@ pub enum StoreError {
     CasMismatch,
     /// The store could not do the operation; the text says why (no secrets).
     Unavailable(String),
+    /// The key has not been read yet: its read goes out as a command and
+    /// the step runs again with the answer ([`Txn`]).
+    NotRead,
 }
 
 impl fmt::Display for StoreError {
@@ -32,6 +47,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::CasMismatch => f.write_str("the stored value changed concurrently"),
             StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
+            StoreError::NotRead => f.write_str("the value has not been read yet"),
         }
     }
 }
@@ -49,6 +65,9 @@ impl std::error::Error for StoreError {}
 /// * setting a key that does not exist succeeds whatever cas is given;
 /// * every successful `set` gives the entry a new cas (never 0);
 /// * there is no delete: "removing" writes an empty value, and the key stays.
+///
+/// The core never calls it during a step: steps read and write a [`Txn`],
+/// and [`shared`] answers its reads and commits its writes on a `Kv`.
 pub trait Kv {
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
@@ -59,8 +78,8 @@ pub trait Kv {
 pub struct Versioned<T> {
     pub value: T,
     /// Pass back to [`Vault::put`] or [`Vault::remove`] to write only if
-    /// nobody wrote in between.
-    pub cas: u32,
+    /// nobody wrote in between. Shared data's cas, or etcd's `mod_revision`.
+    pub cas: u64,
     /// Unix seconds; the value reads as absent from then on.
     pub expires_at: u64,
 }

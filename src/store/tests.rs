@@ -35,16 +35,19 @@ fn session(n: u32) -> Session {
     }
 }
 
-/// Runs `f` with a vault over `kv` at time `now`.
+/// Runs `f` as one step with a vault over `kv` at time `now`: reads
+/// answered at once, writes committed at the end (`shared::run`).
 fn with_vault<R>(
     kv: &mut dyn Kv,
     keys: &[KeyEntry],
     now: u64,
-    f: impl FnOnce(&mut Vault) -> R,
+    mut f: impl FnMut(&mut Vault) -> R,
 ) -> R {
-    let mut rng = TestRandom::new(now);
-    let mut vault = Vault::new(kv, PREFIX, keys, now, &mut rng);
-    f(&mut vault)
+    shared::run(kv, PREFIX, |view| {
+        let mut rng = TestRandom::new(now);
+        let mut vault = Vault::new(view, PREFIX, keys, now, &mut rng);
+        f(&mut vault)
+    })
 }
 
 /// Counts, per key, the successful writes of an empty value.
@@ -253,16 +256,15 @@ fn insert_new_loses_to_a_concurrent_creator() {
             }
         }),
     };
-    with_vault(&mut kv, &keys, T0, |v| {
-        assert_eq!(
+    // Our write conflicts at commit; run again, the step sees theirs.
+    let (inserted, seen) = with_vault(&mut kv, &keys, T0, |v| {
+        (
             v.insert_new("pending", "p", &session(1), 60),
-            Err(StoreError::CasMismatch)
-        );
-        assert_eq!(
-            v.get::<Session>("pending", "p").unwrap().unwrap().value,
-            session(9)
-        );
+            v.get::<Session>("pending", "p").unwrap().map(|s| s.value),
+        )
     });
+    assert_eq!(inserted, Err(StoreError::CasMismatch));
+    assert_eq!(seen, Some(session(9)));
 }
 
 #[test]
@@ -282,8 +284,18 @@ fn remove_empties_and_respects_cas() {
         // Removing what was never there writes nothing (shared data never frees a key).
         v.remove("codes", "never", 0).unwrap();
     });
-    assert_eq!(kv.raw("mcp/codes/c"), Some(&b""[..]));
+    // Written and removed in one step: never written at all.
+    assert_eq!(kv.raw("mcp/codes/c"), None);
     assert_eq!(kv.raw("mcp/codes/never"), None);
+    // Removed in a later step: emptied (shared data has no delete).
+    with_vault(&mut kv, &keys, T0, |v| {
+        v.put("codes", "c", &session(1), 60, 0).unwrap();
+    });
+    with_vault(&mut kv, &keys, T0, |v| {
+        let read = v.get::<Session>("codes", "c").unwrap().unwrap();
+        v.remove("codes", "c", read.cas).unwrap();
+    });
+    assert_eq!(kv.raw("mcp/codes/c"), Some(&b""[..]));
 }
 
 #[test]
@@ -375,8 +387,10 @@ fn update_gives_up_under_endless_contention() {
             Some((session(1), 60))
         })
     });
+    // Every commit conflicts: the step runs again a bounded number of
+    // times, then once more with writes failing, and gives up.
     assert_eq!(result, Err(StoreError::CasMismatch));
-    assert_eq!(calls, 8);
+    assert!((2..=10).contains(&calls), "{calls} runs");
 }
 
 #[test]
@@ -497,26 +511,24 @@ fn bad_namespaces_and_ids_are_refused() {
 fn store_errors_pass_through() {
     let (mut kv, keys) = (MemoryKv::new(), keys());
     kv.set_unavailable(true);
-    with_vault(&mut kv, &keys, T0, |v| {
-        assert!(matches!(
+    let (read, put, updated) = with_vault(&mut kv, &keys, T0, |v| {
+        (
             v.get::<Session>("s", "a"),
-            Err(StoreError::Unavailable(_))
-        ));
-        assert!(matches!(
             v.put("s", "a", &session(1), 60, 0),
-            Err(StoreError::Unavailable(_))
-        ));
-        assert!(matches!(
-            v.update("s", "a", |_: Option<Session>| Some((session(1), 60))),
-            Err(StoreError::Unavailable(_))
-        ));
+            v.update("s", "b", |_: Option<Session>| Some((session(1), 60))),
+        )
     });
-    with_vault(&mut kv, &[], T0, |v| {
-        assert!(matches!(
-            v.put("s", "a", &session(1), 60, 0),
-            Err(StoreError::Unavailable(_))
-        ));
-    });
+    assert!(matches!(read, Err(StoreError::Unavailable(_))));
+    // Writes are held until the step is done; their failure reaches the
+    // step when it runs again with every write failing.
+    assert!(matches!(put, Err(StoreError::Unavailable(_))), "{put:?}");
+    assert!(
+        matches!(updated, Err(StoreError::Unavailable(_))),
+        "{updated:?}"
+    );
+    kv.set_unavailable(false);
+    let put = with_vault(&mut kv, &[], T0, |v| v.put("s", "a", &session(1), 60, 0));
+    assert!(matches!(put, Err(StoreError::Unavailable(_))));
     assert_eq!(
         StoreError::CasMismatch.to_string(),
         "the stored value changed concurrently"
@@ -542,16 +554,13 @@ fn prune_empties_expired_entries_and_keeps_live_ones() {
         v.put("s", "short", &session(1), 30, 0).unwrap();
         v.put("s", "short2", &session(1), 90, 0).unwrap();
         v.put("s", "long", &session(2), 3600, 0).unwrap();
-        // Nothing is due yet.
-        assert_eq!(v.prune(100), Ok(0));
     });
+    // Nothing is due yet.
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0, 100), Ok(0));
     // The minute after expiry is grace: still nothing.
-    assert_eq!(with_vault(&mut kv, &keys, T0 + 90, |v| v.prune(100)), Ok(0));
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 90, 100), Ok(0));
     assert!(kv.raw("mcp/s/short").is_some_and(|r| !r.is_empty()));
-    assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 240, |v| v.prune(100)),
-        Ok(2)
-    );
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 240, 100), Ok(2));
     assert_eq!(kv.raw("mcp/s/short"), Some(&b""[..]));
     assert_eq!(kv.raw("mcp/s/short2"), Some(&b""[..]));
     assert!(live(&mut kv, &keys, T0 + 240, "long"));
@@ -559,14 +568,8 @@ fn prune_empties_expired_entries_and_keeps_live_ones() {
     assert_eq!(kv.raw(&format!("mcp/_idx/{}", T0 / 60)), Some(&b""[..]));
     assert_eq!(kv.raw(&format!("mcp/_idx/{}", T0 / 60 + 1)), Some(&b""[..]));
     // Later, the long one goes as well; then nothing is left to do.
-    assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 3600 + 120, |v| v.prune(1000)),
-        Ok(1)
-    );
-    assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 3600 + 120, |v| v.prune(1000)),
-        Ok(0)
-    );
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 3600 + 120, 1000), Ok(1));
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 3600 + 120, 1000), Ok(0));
     assert_eq!(kv.non_empty_len(), 1, "only the cursor holds a value");
 }
 
@@ -578,13 +581,10 @@ fn prune_keeps_a_key_written_again_with_a_later_expiry() {
         v.put("s", "a", &session(2), 3600, 0)
     })
     .unwrap();
-    assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 600, |v| v.prune(100)),
-        Ok(0)
-    );
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 600, 100), Ok(0));
     assert!(live(&mut kv, &keys, T0 + 600, "a"));
     assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 30 + 3600 + 120, |v| v.prune(100)),
+        prune(&mut kv, PREFIX, &keys, T0 + 30 + 3600 + 120, 100),
         Ok(1)
     );
     assert!(!live(&mut kv, &keys, T0 + 30 + 3600 + 120, "a"));
@@ -603,7 +603,7 @@ fn prune_is_bounded_and_resumes() {
     let mut total = 0;
     let mut calls = 0;
     loop {
-        let n = with_vault(&mut kv, &keys, later, |v| v.prune(3)).unwrap();
+        let n = prune(&mut kv, PREFIX, &keys, later, 3).unwrap();
         assert!(n <= 3);
         total += n;
         calls += 1;
@@ -634,7 +634,7 @@ fn prune_walks_past_long_idle_stretches() {
     let mut emptied = 0;
     // A day of empty buckets costs one unit each; a few calls get through it.
     for _ in 0..20 {
-        emptied += with_vault(&mut kv, &keys, now, |v| v.prune(100)).unwrap();
+        emptied += prune(&mut kv, PREFIX, &keys, now, 100).unwrap();
     }
     assert_eq!(emptied, 2);
     let cursor = kv.raw("mcp/_idx/cursor").unwrap();
@@ -650,16 +650,10 @@ fn two_workers_pruning_in_turn_share_the_work() {
         }
     });
     let now = T0 + 600;
-    let mut rng_a = TestRandom::new(1);
-    let mut rng_b = TestRandom::new(2);
     let (mut a, mut b) = (0, 0);
     for _ in 0..5 {
-        a += Vault::new(&mut kv, PREFIX, &keys, now, &mut rng_a)
-            .prune(3)
-            .unwrap();
-        b += Vault::new(&mut kv, PREFIX, &keys, now, &mut rng_b)
-            .prune(3)
-            .unwrap();
+        a += prune(&mut kv, PREFIX, &keys, now, 3).unwrap();
+        b += prune(&mut kv, PREFIX, &keys, now, 3).unwrap();
     }
     assert_eq!(a + b, 20);
     assert!(a > 0 && b > 0);
@@ -684,19 +678,16 @@ fn two_workers_pruning_at_once_never_take_the_same_keys() {
     let bucket = format!("mcp/_idx/{}", T0 / 60);
     // Worker B prunes the bucket between worker A's read of it and A's claim.
     let b_emptied = std::cell::Cell::new(0);
-    let mut rng_b = TestRandom::new(2);
     let mut kv = Interleaved {
         inner: base,
         hook: Box::new(|kv: &mut Counting, key: &str| {
             if key == bucket && b_emptied.get() == 0 {
-                let n = Vault::new(kv, PREFIX, &keys, now, &mut rng_b)
-                    .prune(5)
-                    .unwrap();
+                let n = prune(kv, PREFIX, &keys, now, 5).unwrap();
                 b_emptied.set(n);
             }
         }),
     };
-    let a_emptied = with_vault(&mut kv, &keys, now, |v| v.prune(100)).unwrap();
+    let a_emptied = prune(&mut kv, PREFIX, &keys, now, 100).unwrap();
     let counting = kv.inner;
     assert_eq!(b_emptied.get(), 5);
     assert_eq!(a_emptied, 15, "A's first claim failed; it took what B left");
@@ -713,10 +704,7 @@ fn two_workers_pruning_at_once_never_take_the_same_keys() {
 fn a_late_bucket_moves_the_cursor_back() {
     let (mut kv, keys) = (MemoryKv::new(), keys());
     with_vault(&mut kv, &keys, T0, |v| v.put("s", "a", &session(1), 30, 0)).unwrap();
-    assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 600, |v| v.prune(100)),
-        Ok(1)
-    );
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 600, 100), Ok(1));
     // A replica whose clock lags writes into a bucket already passed.
     with_vault(&mut kv, &keys, T0 + 5, |v| {
         v.put("s", "b", &session(1), 30, 0)
@@ -726,10 +714,7 @@ fn a_late_bucket_moves_the_cursor_back() {
         kv.raw("mcp/_idx/cursor"),
         Some((T0 / 60).to_string().as_bytes())
     );
-    assert_eq!(
-        with_vault(&mut kv, &keys, T0 + 600, |v| v.prune(100)),
-        Ok(1)
-    );
+    assert_eq!(prune(&mut kv, PREFIX, &keys, T0 + 600, 100), Ok(1));
     assert_eq!(kv.raw("mcp/s/b"), Some(&b""[..]));
 }
 

@@ -4,23 +4,14 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Kv, StoreError, Versioned};
+use super::{StoreError, StoreView, Versioned};
 use crate::config::KeyEntry;
 use crate::crypto;
 use crate::env::Random;
 
-/// Attempts of a read-modify-write before giving up with `CasMismatch`.
-const MAX_CAS_RETRIES: usize = 8;
-
-/// The cas to write a key with when it was read as absent. Envoy has no
-/// create-only write, but a set with a non-zero cas fails when the key
-/// exists with another cas: so if a second writer creates the key between
-/// our read and our write, our write fails instead of overwriting theirs.
-/// The residual race: the entry they created got exactly this cas from
-/// the host's single, process-wide counter (one value in 2^32 - 1), and
-/// then both writes succeed. Callers use random ids for create-only keys,
-/// which makes two writers of one missing key unlikely in the first place.
-pub(super) const CAS_IF_ABSENT: u32 = u32::MAX;
+/// The cas to write a key with when it was read as absent: the write
+/// expects the key still absent ([`super::Expect::Absent`]).
+pub(super) const CAS_IF_ABSENT: u64 = u64::MAX - 1;
 
 /// What is sealed: the expiry travels inside the ciphertext, so it can't be
 /// extended by someone who can write the store but lacks the key.
@@ -38,13 +29,13 @@ struct EnvelopeIn<T> {
 
 /// A key's raw state: its cas if it exists at all, and its live value.
 struct Slot<T> {
-    cas: Option<u32>,
+    cas: Option<u64>,
     live: Option<(T, u64)>,
 }
 
 impl<T> Slot<T> {
     /// The cas that writes over exactly what was read.
-    fn write_cas(&self) -> u32 {
+    fn write_cas(&self) -> u64 {
         self.cas.unwrap_or(CAS_IF_ABSENT)
     }
 }
@@ -63,7 +54,7 @@ impl<T> Slot<T> {
 /// the code: non-empty, without `/`, and not starting with `_` (reserved
 /// for the pruning index).
 pub struct Vault<'a> {
-    pub(super) kv: &'a mut dyn Kv,
+    pub(super) kv: &'a mut dyn StoreView,
     pub(super) prefix: &'a str,
     pub(super) keys: &'a [KeyEntry],
     pub(super) now: u64,
@@ -74,7 +65,7 @@ impl<'a> Vault<'a> {
     /// `keys`: the configured encryption keys, the first encrypts, all
     /// decrypt (rotation). `now`: Unix seconds.
     pub fn new(
-        kv: &'a mut dyn Kv,
+        kv: &'a mut dyn StoreView,
         prefix: &'a str,
         keys: &'a [KeyEntry],
         now: u64,
@@ -128,7 +119,7 @@ impl<'a> Vault<'a> {
         id: &str,
         value: &T,
         ttl_seconds: u64,
-        cas: u32,
+        cas: u64,
     ) -> Result<(), StoreError> {
         let key = self.storage_key(namespace, id)?;
         self.write(&key, value, ttl_seconds, cas)
@@ -137,12 +128,8 @@ impl<'a> Vault<'a> {
     /// Inserts only if the entry is absent, expired, emptied or
     /// undecryptable; `CasMismatch` if a live value is there.
     ///
-    /// Envoy has no create-only write, so this reads, then writes with the
-    /// cas it read ([`CAS_IF_ABSENT`] for a key never set). A key that
-    /// exists is protected by its cas. Two writers of a key that never
-    /// existed are told apart too, except in the rare case where the first
-    /// one's new entry got the cas [`CAS_IF_ABSENT`] stands for; then both
-    /// succeed and the last write wins. Use random ids for such keys.
+    /// A key that exists (expired, emptied) is written under the version
+    /// read; one that does not, on condition that it still does not.
     pub fn insert_new<T: Serialize>(
         &mut self,
         namespace: &str,
@@ -158,46 +145,35 @@ impl<'a> Vault<'a> {
         self.write(&key, value, ttl_seconds, slot.write_cas())
     }
 
-    /// Empties the entry (Envoy has no delete). `cas` as for [`Vault::put`].
-    pub fn remove(&mut self, namespace: &str, id: &str, cas: u32) -> Result<(), StoreError> {
+    /// Deletes the entry (shared data, which has no delete, empties it).
+    /// `cas` as for [`Vault::put`].
+    pub fn remove(&mut self, namespace: &str, id: &str, cas: u64) -> Result<(), StoreError> {
         let key = self.storage_key(namespace, id)?;
-        // An unconditional remove of a key that was never set would create
-        // it, and shared-data keys are never freed: skip the write.
+        // Nothing to remove: no write (an emptied shared-data key is never freed).
         if cas == 0 && self.kv.get(&key)?.is_none_or(|(v, _)| v.is_empty()) {
             return Ok(());
         }
-        self.kv.set(&key, &[], cas)
+        self.kv.set(&key, None, cas, 0)
     }
 
-    /// Read-modify-write with compare-and-swap, retried up to 8 times when
-    /// another writer got in between. `f` gets the current value (`None` if
-    /// absent or expired) and returns the new value and its ttl, or `None`
-    /// to leave the entry as it is; it may run more than once, so it must
-    /// only compute. Returns what was written, or `None` if `f` declined.
-    pub fn update<T, F>(
-        &mut self,
-        namespace: &str,
-        id: &str,
-        mut f: F,
-    ) -> Result<Option<T>, StoreError>
+    /// Read-modify-write: `f` gets the current value (`None` if absent or
+    /// expired) and returns the new value and its ttl, or `None` to leave
+    /// the entry as it is. The write expects the version read, so if
+    /// another writer got in between, the step runs again ([`super::txn`]).
+    /// Returns what was written, or `None` if `f` declined.
+    pub fn update<T, F>(&mut self, namespace: &str, id: &str, f: F) -> Result<Option<T>, StoreError>
     where
         T: Serialize + DeserializeOwned + Clone,
-        F: FnMut(Option<T>) -> Option<(T, u64)>,
+        F: FnOnce(Option<T>) -> Option<(T, u64)>,
     {
         let key = self.storage_key(namespace, id)?;
-        for _ in 0..MAX_CAS_RETRIES {
-            let slot = self.read::<T>(&key)?;
-            let cas = slot.write_cas();
-            let Some((new, ttl)) = f(slot.live.map(|(v, _)| v)) else {
-                return Ok(None);
-            };
-            match self.write(&key, &new, ttl, cas) {
-                Ok(()) => return Ok(Some(new)),
-                Err(StoreError::CasMismatch) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError::CasMismatch)
+        let slot = self.read::<T>(&key)?;
+        let cas = slot.write_cas();
+        let Some((new, ttl)) = f(slot.live.map(|(v, _)| v)) else {
+            return Ok(None);
+        };
+        self.write(&key, &new, ttl, cas)?;
+        Ok(Some(new))
     }
 
     // The generic methods below only (de)serialise; the work they share
@@ -218,7 +194,7 @@ impl<'a> Vault<'a> {
 
     /// The cas of `key` if it exists, and its decrypted envelope if it
     /// holds one that opens.
-    fn read_plain(&self, key: &str) -> Result<(Option<u32>, Option<Vec<u8>>), StoreError> {
+    fn read_plain(&self, key: &str) -> Result<(Option<u64>, Option<Vec<u8>>), StoreError> {
         Ok(match self.kv.get(key)? {
             None => (None, None),
             Some((bytes, cas)) if bytes.is_empty() => (Some(cas), None),
@@ -238,14 +214,8 @@ impl<'a> Vault<'a> {
         })
     }
 
-    pub(super) fn decrypt(&self, key: &str, bytes: &[u8]) -> Option<Vec<u8>> {
-        let plain = crypto::open(self.keys, key.as_bytes(), bytes);
-        if plain.is_none() {
-            log::warn!(
-                "store: the value at {key} does not decrypt with the configured keys (key removed, or tampered); reading it as absent"
-            );
-        }
-        plain
+    fn decrypt(&self, key: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+        decrypt(self.keys, key, bytes)
     }
 
     fn write<T: Serialize>(
@@ -253,7 +223,7 @@ impl<'a> Vault<'a> {
         key: &str,
         value: &T,
         ttl_seconds: u64,
-        cas: u32,
+        cas: u64,
     ) -> Result<(), StoreError> {
         let exp = self.now.saturating_add(ttl_seconds);
         let plain = serde_json::to_vec(&EnvelopeOut { exp, v: value }).map_err(|e| {
@@ -267,7 +237,7 @@ impl<'a> Vault<'a> {
         key: &str,
         plain: &[u8],
         exp: u64,
-        cas: u32,
+        cas: u64,
     ) -> Result<(), StoreError> {
         let Some(key_entry) = self.keys.first() else {
             return Err(StoreError::Unavailable(
@@ -279,10 +249,19 @@ impl<'a> Vault<'a> {
             // An empty value would read as "removed": refuse rather than lose data silently.
             return Err(StoreError::Unavailable("encryption key unusable".into()));
         }
-        self.kv.set(key, &sealed, cas)?;
-        self.index(key, exp);
-        Ok(())
+        self.kv.set(key, Some(sealed), cas, exp)
     }
+}
+
+/// Opens a sealed value with one of `keys`; logs (never the bytes) if none opens it.
+pub(super) fn decrypt(keys: &[KeyEntry], key: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let plain = crypto::open(keys, key.as_bytes(), bytes);
+    if plain.is_none() {
+        log::warn!(
+            "store: the value at {key} does not decrypt with the configured keys (key removed, or tampered); reading it as absent"
+        );
+    }
+    plain
 }
 
 /// Parses a decrypted envelope: `(value, exp)`, expired or not.

@@ -115,6 +115,11 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
 }
 
 impl World {
+    /// Runs one core step on this world's store, clock and randomness.
+    pub fn core<T>(&mut self, f: impl FnMut(&mut Ctx<'_>) -> T) -> T {
+        run_core(&self.filter, &mut self.kv, &mut self.random, self.now, f)
+    }
+
     pub fn new(extra: Value) -> Self {
         World {
             filter: config(extra),
@@ -166,18 +171,13 @@ impl World {
         if head.needs_downstream_address() {
             head.downstream_address = self.source.clone();
         }
-        let filter = &self.filter;
-        let mut ctx = Ctx {
-            filter,
-            now: self.now,
-            random: &mut self.random,
-            kv: &mut self.kv,
-        };
-        let mut step: Step = flow::on_request_headers(&mut ctx, &head);
+        let mut step: Step = self.core(|ctx| flow::on_request_headers(ctx, &head));
         loop {
             if let Stage::ReadingBody { .. } = step.stage {
                 assert_eq!(step.next, Next::Continue);
-                step = flow::on_request_body(&mut ctx, &step.stage, body.unwrap_or_default());
+                let stage = step.stage.clone();
+                step =
+                    self.core(|ctx| flow::on_request_body(ctx, &stage, body.unwrap_or_default()));
                 continue;
             }
             // The root context's part: a refresh runs to its end, then the
@@ -187,11 +187,12 @@ impl World {
                 _ => None,
             });
             if let Some(job) = refresh {
-                let up = &mut self.up;
-                let now = self.now;
-                run_refresh(&mut ctx, up, now, job);
+                run_refresh(self, job);
                 if let Stage::Parked { .. } = step.stage {
-                    step = flow::on_wake(&mut ctx, &step.stage).expect("woken after the refresh");
+                    let stage = step.stage.clone();
+                    step = self
+                        .core(|ctx| flow::on_wake(ctx, &stage))
+                        .expect("woken after the refresh");
                     continue;
                 }
             }
@@ -200,7 +201,9 @@ impl World {
             {
                 assert_eq!(step.next, Next::Continue);
                 let forwarded = step.effects.clone();
-                step = flow::on_request_body(&mut ctx, &step.stage, body.unwrap_or_default());
+                let stage = step.stage.clone();
+                step =
+                    self.core(|ctx| flow::on_request_body(ctx, &stage, body.unwrap_or_default()));
                 if step.next == Next::Continue {
                     self.last_stage = Some(step.stage.clone());
                     return Done::Forward(forwarded);
@@ -218,7 +221,8 @@ impl World {
                 } else {
                     self.idp.answer(&call, self.now)
                 };
-                step = flow::on_call_response(&mut ctx, &step.stage, &answer);
+                let stage = step.stage.clone();
+                step = self.core(|ctx| flow::on_call_response(ctx, &stage, &answer));
                 continue;
             }
             break;
@@ -439,13 +443,7 @@ impl World {
             (":path".into(), path.as_bytes().to_vec()),
             ("authorization".into(), auth.into_bytes()),
         ]);
-        let mut ctx = Ctx {
-            filter: &self.filter,
-            now: self.now,
-            random: &mut self.random,
-            kv: &mut self.kv,
-        };
-        flow::on_request_headers(&mut ctx, &head)
+        self.core(|ctx| flow::on_request_headers(ctx, &head))
     }
 
     /// Runs the refresh a step started, as the root context does, with the
@@ -459,14 +457,8 @@ impl World {
                 _ => None,
             })
             .expect("a refresh");
-        let mut ctx = Ctx {
-            filter: &self.filter,
-            now: self.now,
-            random: &mut self.random,
-            kv: &mut self.kv,
-        };
-        run_refresh(&mut ctx, &mut self.up, self.now, job);
-        flow::on_wake(&mut ctx, &step.stage)
+        run_refresh(self, job);
+        self.core(|ctx| flow::on_wake(ctx, &step.stage))
     }
 
     /// The refresh a step started, without running it.
@@ -479,23 +471,11 @@ impl World {
 
     /// The root context's part of a refresh, answered by `answer`.
     pub fn finish_refresh(&mut self, job: RefreshJob, answer: &CallResponse) -> Option<RefreshJob> {
-        let mut ctx = Ctx {
-            filter: &self.filter,
-            now: self.now,
-            random: &mut self.random,
-            kv: &mut self.kv,
-        };
-        flow::refresh_answer(&mut ctx, job, answer)
+        self.core(|ctx| flow::refresh_answer(ctx, job.clone(), answer))
     }
 
     pub fn wake(&mut self, step: &Step) -> Option<Step> {
-        let mut ctx = Ctx {
-            filter: &self.filter,
-            now: self.now,
-            random: &mut self.random,
-            kv: &mut self.kv,
-        };
-        flow::on_wake(&mut ctx, &step.stage)
+        self.core(|ctx| flow::on_wake(ctx, &step.stage))
     }
 
     pub fn code_for(&mut self, client_id: &str, verifier: &str) -> String {
@@ -546,12 +526,32 @@ impl World {
     }
 }
 
+/// Runs one core step as the host does on shared data: reads answered at
+/// once from `kv`, writes committed when the step is done.
+pub fn run_core<T>(
+    filter: &Filter,
+    kv: &mut MemoryKv,
+    random: &mut TestRandom,
+    now: u64,
+    mut f: impl FnMut(&mut Ctx<'_>) -> T,
+) -> T {
+    mcp_oauth_filter::store::shared::run(kv, filter.store_prefix(), |view| {
+        let mut ctx = Ctx {
+            filter,
+            now,
+            random: &mut *random,
+            kv: view,
+        };
+        f(&mut ctx)
+    })
+}
+
 /// A refresh to its end, retries included, as the root context runs it.
-pub fn run_refresh(ctx: &mut Ctx<'_>, up: &mut Upstream, now: u64, job: RefreshJob) {
+pub fn run_refresh(w: &mut World, job: RefreshJob) {
     let mut job = Some(job);
     while let Some(j) = job.take() {
-        let answer = up.answer(&j.call, now);
-        job = flow::refresh_answer(ctx, j, &answer);
+        let answer = w.up.answer(&j.call, w.now);
+        job = w.core(|ctx| flow::refresh_answer(ctx, j.clone(), &answer));
     }
 }
 
