@@ -3,9 +3,11 @@
 //! The request flow through the core, as the host drives it: headers in,
 //! effects out.
 
+mod common;
+
 use mcp_oauth_filter::config::Config;
 use mcp_oauth_filter::env::TestRandom;
-use mcp_oauth_filter::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
+use mcp_oauth_filter::flow::{self, Effect, Filter, Next, RequestHead, Stage, Step};
 use mcp_oauth_filter::reply::Reply;
 use mcp_oauth_filter::store::MemoryKv;
 use serde_json::{Value, json};
@@ -40,29 +42,10 @@ fn head(method: &str, authority: &str, path: &str, extra: &[(&str, &[u8])]) -> R
 }
 
 /// One request's headers through the core, with a fresh store.
-/// One core step on a MemoryKv, as the host runs it on shared data.
-fn run_core<T>(
-    filter: &Filter,
-    kv: &mut MemoryKv,
-    random: &mut TestRandom,
-    now: u64,
-    mut f: impl FnMut(&mut Ctx<'_>) -> T,
-) -> T {
-    mcp_oauth_filter::store::shared::run(kv, filter.store_prefix(), |view| {
-        let mut ctx = Ctx {
-            filter,
-            now,
-            random: &mut *random,
-            kv: view,
-        };
-        f(&mut ctx)
-    })
-}
-
 fn run(f: &Filter, head: &RequestHead) -> Step {
     let mut kv = MemoryKv::new();
     let mut random = TestRandom::new(7);
-    run_core(f, &mut kv, &mut random, 1_000_000, |ctx| {
+    common::run_core(f, &mut kv, &mut random, 1_000_000, |ctx| {
         flow::on_request_headers(ctx, head)
     })
 }
@@ -353,7 +336,7 @@ fn with_passthrough_other_hosts_go_on_untouched() {
         assert_eq!(step.next, Next::Continue);
         assert!(step.effects.is_empty());
         let (mut kv, mut random) = (MemoryKv::new(), TestRandom::new(1));
-        let effects = run_core(&f, &mut kv, &mut random, 1_000_000, |ctx| {
+        let effects = common::run_core(&f, &mut kv, &mut random, 1_000_000, |ctx| {
             flow::on_response_headers(ctx, &step.stage, 200, None, false)
         });
         assert!(effects.is_empty());
