@@ -169,9 +169,17 @@ pub enum Store {
     /// etcd v3 JSON gateway: several Envoy replicas sharing state.
     Etcd {
         prefix: String,
+        /// The Envoy cluster that reaches etcd's v3 HTTP/JSON gateway.
         cluster: String,
+        /// `:authority` of the calls.
         authority: String,
         timeout_ms: u64,
+        /// User name and password exchanged at `/v3/auth/authenticate`.
+        credentials: Option<(String, crate::secret::Secret)>,
+        /// How long this Envoy may answer a read from its own cache
+        /// (shared data) instead of etcd: the bound on how late a change
+        /// made at another replica is seen by read-only steps.
+        cache_seconds: u64,
     },
 }
 
@@ -869,17 +877,43 @@ impl Compiler {
                     );
                 }
                 let timeout_ms = self.timeout("store.etcd.timeout_ms", etcd.timeout_ms);
-                // Refused rather than silently served from shared data: replicas
-                // would not share sessions, and single-flight refresh would be per replica.
-                self.error(
-                    "store.kind",
-                    "\"etcd\" is not supported by this version yet; use \"shared_data\" (one Envoy, all its workers)",
-                );
+                let cache_seconds = etcd.cache_seconds.unwrap_or(5);
+                if cache_seconds > 300 {
+                    self.error(
+                        "store.etcd.cache_seconds",
+                        "must be at most 300 (it bounds how late a revocation is seen)",
+                    );
+                }
+                let credentials = match (etcd.username, etcd.password) {
+                    (None, None) => None,
+                    (Some(user), Some(password)) if !user.is_empty() && !password.is_empty() => {
+                        Some((user, crate::secret::Secret::from(password.as_str())))
+                    }
+                    (Some(_), None) | (Some(_), Some(_)) => {
+                        self.error(
+                            "store.etcd.password",
+                            "required (and not empty) with store.etcd.username",
+                        );
+                        None
+                    }
+                    (None, Some(_)) => {
+                        self.error("store.etcd.username", "required with store.etcd.password");
+                        None
+                    }
+                };
+                if !prefix.ends_with('/') {
+                    self.error(
+                        "store.prefix",
+                        "must end with \"/\" with etcd (an etcd role grants the prefix)",
+                    );
+                }
                 Some(Store::Etcd {
                     prefix,
                     authority: etcd.authority.unwrap_or_else(|| etcd.cluster.clone()),
                     cluster: etcd.cluster,
                     timeout_ms,
+                    credentials,
+                    cache_seconds,
                 })
             }
             (Some("etcd"), None) => {

@@ -201,6 +201,12 @@ pub struct RawEtcd {
     pub authority: Option<String>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub cache_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

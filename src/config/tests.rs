@@ -306,7 +306,15 @@ fn store_and_settings_errors() {
     c["store"] = json!({"kind": "etcd"});
     assert!(problems(&c)[0].starts_with("store.etcd: required"));
     c["store"] = json!({"kind": "etcd", "etcd": {"cluster": "etcd"}});
-    assert!(problems(&c)[0].starts_with("store.kind: \"etcd\" is not supported"));
+    assert!(parse(&c).is_ok(), "a minimal etcd store is accepted");
+    c["store"] = json!({"kind": "etcd", "etcd": {"cluster": "etcd", "username": "u"}});
+    assert!(problems(&c)[0].starts_with("store.etcd.password: required"));
+    c["store"] = json!({"kind": "etcd", "etcd": {"cluster": "etcd", "password": "p"}});
+    assert!(problems(&c)[0].starts_with("store.etcd.username: required"));
+    c["store"] = json!({"kind": "etcd", "etcd": {"cluster": "etcd", "cache_seconds": 301}});
+    assert!(problems(&c)[0].starts_with("store.etcd.cache_seconds"));
+    c["store"] = json!({"kind": "etcd", "prefix": "p", "etcd": {"cluster": "etcd"}});
+    assert!(problems(&c)[0].starts_with("store.prefix: must end with"));
     let mut c = minimal_config();
     c["mcp"] = json!({"max_request_bytes": 10});
     assert!(problems(&c)[0].starts_with("mcp.max_request_bytes"));
