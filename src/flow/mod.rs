@@ -37,12 +37,38 @@ pub const MAX_ENDPOINT_BODY_BYTES: usize = 64 * 1024;
 pub struct Filter {
     pub config: Config,
     pub routes: RouteTable,
+    /// The etcd store, when `store.kind` is `etcd`.
+    pub etcd: Option<crate::store::etcd::Settings>,
 }
 
 impl Filter {
     pub fn new(config: Config) -> Self {
         let routes = RouteTable::new(&config.routes);
-        Filter { config, routes }
+        let etcd = match &config.store {
+            Store::SharedData { .. } => None,
+            Store::Etcd {
+                prefix,
+                cluster,
+                authority,
+                timeout_ms,
+                credentials,
+                cache_seconds,
+            } => Some(crate::store::etcd::Settings {
+                prefix: prefix.clone(),
+                endpoint: crate::store::etcd::wire::Endpoint {
+                    cluster: cluster.clone(),
+                    authority: authority.clone(),
+                    timeout_ms: *timeout_ms,
+                },
+                credentials: credentials.clone(),
+                cache_seconds: *cache_seconds,
+            }),
+        };
+        Filter {
+            config,
+            routes,
+            etcd,
+        }
     }
 
     pub fn route_index(&self, name: &str) -> Option<usize> {

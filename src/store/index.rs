@@ -182,9 +182,15 @@ fn empty_if_expired(
     if bytes.is_empty() {
         return Ok(false);
     }
-    let Some((_, exp)) =
-        decrypt(keys, key, &bytes).and_then(|plain| decode::<serde::de::IgnoredAny>(key, &plain))
-    else {
+    // etcd's read cache: its own header says until when it is valid.
+    let exp = if key[prefix.len()..].starts_with("_cache/") {
+        super::etcd::cache::valid_until(&bytes)
+    } else {
+        decrypt(keys, key, &bytes)
+            .and_then(|plain| decode::<serde::de::IgnoredAny>(key, &plain))
+            .map(|(_, exp)| exp)
+    };
+    let Some(exp) = exp else {
         return Ok(false);
     };
     if exp > now {

@@ -6,6 +6,8 @@
 //!   go out together, each with the version it expects, once the step is
 //!   done: so a step's decision takes effect only if its store writes do.
 //! * [`Vault`]: the typed, encrypted, expiring layer over a [`Txn`].
+//! * [`etcd`]: the etcd backend, for replicas sharing state, with a
+//!   per-Envoy read cache in shared data.
 //! * [`shared`]: the shared-data backend, over a [`Kv`] with Envoy's rules
 //!   (the host's shared data, or [`MemoryKv`] in tests).
 //!
@@ -14,6 +16,7 @@
 //! `crypto::sha256_b64url(secret)`, never the secret itself. Values are
 //! sealed with AES-256-GCM, bound to their key.
 
+pub mod etcd;
 mod index;
 mod memory;
 mod plain_cache;

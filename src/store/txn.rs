@@ -93,6 +93,11 @@ impl Snapshot {
         }
     }
 
+    /// Every key read so far, with what was read.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Result<Entry, StoreError>)> {
+        self.read.iter()
+    }
+
     /// Whether writes fail (after [`Snapshot::fail_writes`]).
     pub fn writes_failing(&self) -> bool {
         self.writes_fail.is_some()

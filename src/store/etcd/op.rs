@@ -1,0 +1,404 @@
+//! One step run against etcd: the step runs, its missing reads go out as
+//! one txn, it runs again with the answers, and its writes go out as one
+//! txn that holds only if nothing the step read or overwrites has changed
+//! (serializable: the step's decision stands on what it saw).
+//!
+//! [`Op::drive`] returns either the step's result or the call to make;
+//! [`Op::answer`] takes the call's answer and goes on. The host carries
+//! the calls; this code never touches it, so it is tested natively
+//! against answers shaped like etcd's.
+
+use std::collections::BTreeMap;
+
+use super::super::txn::{
+    Attempt, Entry, Expect, Later, ReadNow, Snapshot, StoreView, Write, attempt,
+};
+use super::super::{Kv, StoreError};
+use super::cache::{self, CacheReads};
+use super::wire::{self, Endpoint, Fault};
+use crate::outbound::{CallResponse, OutboundCall};
+use crate::secret::Secret;
+
+/// The etcd store as configured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub prefix: String,
+    pub endpoint: Endpoint,
+    pub credentials: Option<(String, Secret)>,
+    pub cache_seconds: u64,
+}
+
+/// What a VM keeps between operations: its auth token and its leases.
+#[derive(Debug, Default)]
+pub struct Session {
+    token: Option<Secret>,
+    /// Lease ids by the Unix second their lease ends.
+    leases: BTreeMap<u64, String>,
+    /// When a refused password was last logged (once a minute is enough).
+    credentials_logged_at: Option<u64>,
+}
+
+/// Everything an operation uses besides its step.
+pub struct Env<'a> {
+    pub settings: &'a Settings,
+    pub now: u64,
+    /// This Envoy's shared data, for the read cache.
+    pub local: &'a mut dyn Kv,
+    pub session: &'a mut Session,
+}
+
+/// How far an operation got.
+pub enum Progress<T> {
+    Done(T),
+    Call(OutboundCall),
+}
+
+/// Conflicting commits retried before the step is told that writes fail.
+const MAX_CONFLICTS: usize = 8;
+
+/// A lease covers every write expiring in one minute, and ends a minute
+/// after that minute: one grant per minute of expiries, not per write.
+fn lease_end(expires_at: u64) -> u64 {
+    (expires_at / 60 + 2) * 60
+}
+
+enum Phase<T> {
+    Run,
+    Reading(Vec<String>),
+    Leasing {
+        out: T,
+        writes: Vec<Write>,
+        end: u64,
+    },
+    Committing {
+        out: T,
+        writes: Vec<Write>,
+        compared: Vec<String>,
+    },
+    Authenticating(Box<Phase<T>>),
+    Finished,
+}
+
+pub struct Op<T> {
+    snapshot: Snapshot,
+    phase: Phase<T>,
+    conflicts: usize,
+    /// Reads go to etcd, never to the cache (a waiting request looking
+    /// whether another replica finished).
+    fresh: bool,
+    /// A token refused in this operation was renewed once already.
+    renewed_token: bool,
+    /// A lost lease was replaced once already.
+    renewed_lease: bool,
+    /// Why etcd failed in this operation: later reads fail at once, so a
+    /// step that reads on after an error does not wait out timeouts again.
+    down: Option<String>,
+}
+
+impl<T> Op<T> {
+    pub fn new(fresh: bool) -> Self {
+        Op {
+            snapshot: Snapshot::default(),
+            phase: Phase::Run,
+            conflicts: 0,
+            fresh,
+            renewed_token: false,
+            renewed_lease: false,
+            down: None,
+        }
+    }
+
+    /// Runs the step until it is done or a call must be made.
+    pub fn drive(
+        &mut self,
+        env: &mut Env<'_>,
+        step: &mut dyn FnMut(&mut dyn StoreView) -> T,
+    ) -> Progress<T> {
+        loop {
+            let outcome = {
+                let cache = CacheReads {
+                    local: &*env.local,
+                    prefix: &env.settings.prefix,
+                    now: env.now,
+                };
+                let reads: &dyn ReadNow = if self.fresh { &Later } else { &cache };
+                attempt(&mut self.snapshot, reads, |txn| step(txn))
+            };
+            match outcome {
+                Attempt::Read(keys) => {
+                    if let Some(why) = &self.down {
+                        for key in keys {
+                            self.snapshot
+                                .answer(key, Err(StoreError::Unavailable(why.clone())));
+                        }
+                        continue;
+                    }
+                    return self.issue(env, Phase::Reading(keys));
+                }
+                Attempt::Done(out, writes) => {
+                    if writes.is_empty() || self.snapshot.writes_failing() {
+                        return Progress::Done(out);
+                    }
+                    if let Some(why) = &self.down {
+                        self.snapshot
+                            .fail_writes(StoreError::Unavailable(why.clone()));
+                        continue;
+                    }
+                    return self.next_write_phase(env, out, writes);
+                }
+            }
+        }
+    }
+
+    /// The answer to the call last returned.
+    pub fn answer(
+        &mut self,
+        env: &mut Env<'_>,
+        step: &mut dyn FnMut(&mut dyn StoreView) -> T,
+        answer: &CallResponse,
+    ) -> Progress<T> {
+        let phase = std::mem::replace(&mut self.phase, Phase::Finished);
+        if let Phase::Authenticating(then) = phase {
+            return match wire::body_of(answer).and_then(wire::auth_token) {
+                Ok(token) => {
+                    env.session.token = Some(token);
+                    self.issue(env, *then)
+                }
+                Err(fault) => self.failed(env, step, *then, fault),
+            };
+        }
+        let body = match wire::body_of(answer) {
+            Ok(body) => body,
+            Err(fault) => return self.failed(env, step, phase, fault),
+        };
+        match phase {
+            Phase::Reading(keys) => {
+                let read = wire::txn_answer(body).and_then(|txn| {
+                    let entries = txn.ranges(&keys)?;
+                    Ok((txn.revision, entries))
+                });
+                match read {
+                    Ok((revision, entries)) => {
+                        for (key, entry) in keys.into_iter().zip(entries) {
+                            // Absence is not cached: a key created at
+                            // another replica must be seen at once.
+                            if entry.is_some() {
+                                self.remember(env, &key, &entry, revision);
+                            }
+                            self.snapshot.answer(key, Ok(entry));
+                        }
+                        self.drive(env, step)
+                    }
+                    Err(fault) => self.failed(env, step, Phase::Reading(keys), fault),
+                }
+            }
+            Phase::Leasing { out, writes, end } => match wire::lease_id(body) {
+                Ok(id) => {
+                    env.session.leases.insert(end, id);
+                    self.next_write_phase(env, out, writes)
+                }
+                Err(fault) => self.failed(env, step, Phase::Leasing { out, writes, end }, fault),
+            },
+            Phase::Committing {
+                out,
+                writes,
+                compared,
+            } => {
+                let txn = match wire::txn_answer(body) {
+                    Ok(txn) => txn,
+                    Err(fault) => {
+                        let phase = Phase::Committing {
+                            out,
+                            writes,
+                            compared,
+                        };
+                        return self.failed(env, step, phase, fault);
+                    }
+                };
+                if txn.succeeded {
+                    for w in &writes {
+                        let entry = w.value.clone().map(|v| (v, txn.revision));
+                        self.remember(env, &w.key, &entry, txn.revision);
+                    }
+                    return Progress::Done(out);
+                }
+                // A comparison failed: the failure branch read every
+                // compared key back; run the step again on those values.
+                match txn.ranges(&compared) {
+                    Ok(entries) => {
+                        for (key, entry) in compared.into_iter().zip(entries) {
+                            self.remember(env, &key, &entry, txn.revision);
+                            self.snapshot.answer(key, Ok(entry));
+                        }
+                        self.conflicts += 1;
+                        if self.conflicts > MAX_CONFLICTS {
+                            self.snapshot.fail_writes(StoreError::CasMismatch);
+                        }
+                        self.drive(env, step)
+                    }
+                    Err(fault) => {
+                        let phase = Phase::Committing {
+                            out,
+                            writes,
+                            compared,
+                        };
+                        self.failed(env, step, phase, fault)
+                    }
+                }
+            }
+            Phase::Run | Phase::Finished | Phase::Authenticating(_) => {
+                log::warn!("etcd store: an answer came for no call; ignored");
+                self.drive(env, step)
+            }
+        }
+    }
+
+    fn remember(&self, env: &mut Env<'_>, key: &str, entry: &Entry, as_of: u64) {
+        if env.settings.cache_seconds == 0 {
+            return;
+        }
+        let valid_until = env.now + env.settings.cache_seconds;
+        cache::remember(
+            env.local,
+            &env.settings.prefix,
+            key,
+            entry,
+            as_of,
+            valid_until,
+        );
+    }
+
+    /// A lease for the next write that needs one, or the commit.
+    fn next_write_phase(&mut self, env: &mut Env<'_>, out: T, writes: Vec<Write>) -> Progress<T> {
+        env.session.leases.retain(|end, _| *end > env.now);
+        let missing = writes
+            .iter()
+            .filter(|w| w.value.is_some() && w.expires_at > 0)
+            .map(|w| lease_end(w.expires_at))
+            .find(|end| !env.session.leases.contains_key(end));
+        if let Some(end) = missing {
+            return self.issue(env, Phase::Leasing { out, writes, end });
+        }
+        let compared = self.compared(&writes);
+        self.issue(
+            env,
+            Phase::Committing {
+                out,
+                writes,
+                compared: compared.into_iter().map(|(k, _)| k).collect(),
+            },
+        )
+    }
+
+    /// What the commit compares: every key the step read, at the version
+    /// read, and every key written with an expectation.
+    fn compared(&self, writes: &[Write]) -> Vec<(String, Expect)> {
+        let mut compares: BTreeMap<String, Expect> = BTreeMap::new();
+        for (key, entry) in self.snapshot.entries() {
+            match entry {
+                Ok(Some((_, version))) => {
+                    compares.insert(key.clone(), Expect::Version(*version));
+                }
+                Ok(None) => {
+                    compares.insert(key.clone(), Expect::Absent);
+                }
+                Err(_) => {}
+            }
+        }
+        for w in writes {
+            if w.expect != Expect::Any {
+                compares.insert(w.key.clone(), w.expect);
+            }
+        }
+        compares.into_iter().collect()
+    }
+
+    /// Sets `phase` and returns its call, authenticating first if a
+    /// token is needed and there is none.
+    fn issue(&mut self, env: &mut Env<'_>, phase: Phase<T>) -> Progress<T> {
+        if let Some((user, password)) = &env.settings.credentials
+            && env.session.token.is_none()
+        {
+            let call = env.settings.endpoint.authenticate(user, password);
+            self.phase = Phase::Authenticating(Box::new(phase));
+            return Progress::Call(call);
+        }
+        let token = env.session.token.as_ref();
+        let endpoint = &env.settings.endpoint;
+        let call = match &phase {
+            Phase::Reading(keys) => endpoint.read(keys, token),
+            Phase::Leasing { end, .. } => {
+                endpoint.grant_lease(end.saturating_sub(env.now).max(60), token)
+            }
+            Phase::Committing { writes, .. } => {
+                let compares = self.compared(writes);
+                let with_leases: Vec<(Write, Option<String>)> = writes
+                    .iter()
+                    .map(|w| {
+                        let lease = (w.value.is_some() && w.expires_at > 0)
+                            .then(|| env.session.leases.get(&lease_end(w.expires_at)).cloned())
+                            .flatten();
+                        (w.clone(), lease)
+                    })
+                    .collect();
+                endpoint.commit(&compares, &with_leases, token)
+            }
+            Phase::Run | Phase::Finished | Phase::Authenticating(_) => {
+                // Not reached: only phases with a call are issued.
+                self.phase = phase;
+                return Progress::Call(endpoint.read(&[], token));
+            }
+        };
+        self.phase = phase;
+        Progress::Call(call)
+    }
+
+    /// The call for `phase` failed with `fault`.
+    fn failed(
+        &mut self,
+        env: &mut Env<'_>,
+        step: &mut dyn FnMut(&mut dyn StoreView) -> T,
+        phase: Phase<T>,
+        fault: Fault,
+    ) -> Progress<T> {
+        match fault {
+            Fault::NeedsToken if env.settings.credentials.is_some() && !self.renewed_token => {
+                self.renewed_token = true;
+                env.session.token = None;
+                return self.issue(env, phase);
+            }
+            Fault::LeaseNotFound if !self.renewed_lease => {
+                self.renewed_lease = true;
+                env.session.leases.clear();
+                if let Phase::Committing { out, writes, .. } | Phase::Leasing { out, writes, .. } =
+                    phase
+                {
+                    return self.next_write_phase(env, out, writes);
+                }
+            }
+            Fault::BadCredentials => {
+                env.session.token = None;
+                let logged = env.session.credentials_logged_at;
+                if logged.is_none_or(|at| env.now >= at + 60) {
+                    env.session.credentials_logged_at = Some(env.now);
+                    log::error!("store.etcd.password: {}", fault.describe());
+                }
+            }
+            _ => {}
+        }
+        let why = fault.describe();
+        log::warn!("etcd store: {why}");
+        self.down = Some(why.clone());
+        match phase {
+            Phase::Reading(keys) => {
+                for key in keys {
+                    self.snapshot
+                        .answer(key, Err(StoreError::Unavailable(why.clone())));
+                }
+            }
+            // Nothing was written: the step answers with its own error.
+            _ => self.snapshot.fail_writes(StoreError::Unavailable(why)),
+        }
+        self.drive(env, step)
+    }
+}
