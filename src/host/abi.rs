@@ -227,6 +227,12 @@ pub fn resume_request() -> bool {
     unsafe { host_continue_stream(0) == STATUS_OK }
 }
 
+/// Lets a paused response go on (`StreamType::HttpResponse` = 1).
+pub fn resume_response() -> bool {
+    // SAFETY: no pointers.
+    unsafe { host_continue_stream(1) == STATUS_OK }
+}
+
 /// Asks the host to call the root context's `on_tick` every `period_ms`.
 pub fn set_tick_period_ms(period_ms: u64) -> bool {
     let period = u32::try_from(period_ms).unwrap_or(u32::MAX);

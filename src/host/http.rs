@@ -7,10 +7,10 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::random::HostRandom;
-use super::shared_data::run_step;
+use super::store_steps::{self, Pending, Ran, StepFn};
 use super::waiters::{self, Waiters};
 use super::{abi, calls};
-use crate::flow::{self, Ctx, Effect, Filter, Next, RequestHead, Stage, Step};
+use crate::flow::{self, Effect, Filter, Next, RequestHead, Stage, Step};
 use crate::outbound::CallResponse;
 
 pub struct Request {
@@ -20,6 +20,54 @@ pub struct Request {
     stage: Stage,
     /// How a `tools/list` answer is being rewritten, if it is.
     tools_list: Option<Rewrite>,
+    /// A step waiting for the store (etcd): every callback holds the
+    /// stream meanwhile, and what arrived is taken up once it is done.
+    waiting: Option<Waiting>,
+    /// The request had no body (its headers ended it).
+    headers_only: bool,
+    /// What arrived while a step waited.
+    held: Held,
+}
+
+/// A step waiting for the store.
+enum Waiting {
+    /// A request step, and the callback that started it.
+    Request(Pending<Step>, Origin),
+    /// The response headers' step, and what was read of the headers.
+    Response(Pending<Vec<Effect>>, ResponseHead),
+}
+
+impl Waiting {
+    fn token(&self) -> u32 {
+        match self {
+            Waiting::Request(p, _) => p.token,
+            Waiting::Response(p, _) => p.token,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Headers,
+    Other,
+}
+
+/// Events held while a step waited for the store.
+#[derive(Default)]
+struct Held {
+    /// The request body ended (its last callback, or trailers).
+    body_ended: bool,
+    /// The response body seen so far: its size, and whether it ended.
+    response_body: Option<(usize, bool)>,
+}
+
+/// What the response-headers step needs of the headers, and keeps for
+/// the `tools/list` rewrite.
+#[derive(Clone)]
+struct ResponseHead {
+    status: u32,
+    content_type: String,
+    encoded: bool,
 }
 
 /// The shape of a `tools/list` answer being rewritten.
@@ -33,9 +81,6 @@ enum Rewrite {
     Withhold,
 }
 
-/// How a core step is fed: the step function gets a fresh context.
-type StepFn<'s> = dyn FnMut(&mut Ctx<'_>, &Stage) -> Step + 's;
-
 impl Request {
     pub fn new(context_id: u32, filter: Option<Rc<Filter>>, waiters: Waiters) -> Self {
         Request {
@@ -44,33 +89,49 @@ impl Request {
             waiters,
             stage: Stage::Start,
             tools_list: None,
+            waiting: None,
+            headers_only: false,
+            held: Held::default(),
         }
     }
 
-    /// Runs one core step with the host's clock, randomness and store, then
-    /// carries out its effects. Returns whether the request may go on.
-    fn step(&mut self, filter: &Filter, mut run: Box<StepFn<'_>>) -> Next {
-        let stage = self.stage.clone();
-        let mut step = run_step(filter, |ctx| run(ctx, &stage));
-        let next = loop {
-            if !HostRandom::healthy() {
-                self.fail_closed("host randomness failed");
-                break Next::Stop;
+    /// Runs one core step with the host's clock, randomness and store,
+    /// then carries out its effects. Returns whether the request may go
+    /// on; a step that waits for the store holds it (`Stop`) and is
+    /// finished in [`Request::store_answered`].
+    fn step(&mut self, filter: &Filter, origin: Origin, run: StepFn<Step>) -> Next {
+        match store_steps::start(filter, false, run) {
+            Ran::Done(step) => self.finish(filter, origin, step),
+            Ran::Waiting(pending) => {
+                self.waiting = Some(Waiting::Request(pending, origin));
+                Next::Stop
             }
-            self.stage = step.stage;
-            match self.apply(step.effects) {
-                Applied::Done => break step.next,
-                Applied::Failed => {
-                    self.fail_closed("could not carry out the request decision");
-                    break Next::Stop;
-                }
-                // The host refused the call outright: the core hears of it as a failed call.
-                Applied::CallRefused => {
-                    let stage = self.stage.clone();
-                    step = run_step(filter, |ctx| {
+        }
+    }
+
+    /// A step is done: its effects are carried out.
+    fn finish(&mut self, filter: &Filter, origin: Origin, step: Step) -> Next {
+        if !HostRandom::healthy() {
+            self.fail_closed("host randomness failed");
+            return Next::Stop;
+        }
+        self.stage = step.stage;
+        let next = match self.apply(step.effects) {
+            Applied::Done => step.next,
+            Applied::Failed => {
+                self.fail_closed("could not carry out the request decision");
+                return Next::Stop;
+            }
+            // The host refused the call outright: the core hears of it as a failed call.
+            Applied::CallRefused => {
+                let stage = self.stage.clone();
+                return self.step(
+                    filter,
+                    origin,
+                    Box::new(move |ctx| {
                         flow::on_call_response(ctx, &stage, &CallResponse::failed())
-                    });
-                }
+                    }),
+                );
             }
         };
         let now = abi::now_seconds();
@@ -96,6 +157,70 @@ impl Request {
             let _ = abi::set_tick_period_ms(waiters::FAST_TICK_MS);
         }
         next
+    }
+
+    /// The store answered the waiting step's call.
+    fn store_answered(&mut self, filter: &Filter, waiting: Waiting, answer: &CallResponse) {
+        match waiting {
+            Waiting::Request(pending, origin) => {
+                match store_steps::resume(filter, pending, answer) {
+                    Ran::Waiting(pending) => {
+                        self.waiting = Some(Waiting::Request(pending, origin));
+                    }
+                    Ran::Done(step) => {
+                        let next = self.finish(filter, origin, step);
+                        self.went_on(filter, origin, next);
+                    }
+                }
+            }
+            Waiting::Response(pending, head) => {
+                match store_steps::resume(filter, pending, answer) {
+                    Ran::Waiting(pending) => {
+                        self.waiting = Some(Waiting::Response(pending, head));
+                    }
+                    Ran::Done(effects) => {
+                        self.response_effects(effects, &head);
+                        let go_on = match self.held.response_body.take() {
+                            Some((size, ended)) => {
+                                self.response_body(filter, size, ended) == Action::Continue
+                            }
+                            None => true,
+                        };
+                        if go_on && !abi::resume_response() {
+                            log::error!("could not resume a response after a store answer");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request step that waited is done; `next` is its decision. The
+    /// stream was held meanwhile, so it is let go here, unless its body
+    /// must be judged first: a body still arriving is left to the body
+    /// callback, which lets it go once judged (a partial body must never
+    /// pass unjudged).
+    fn went_on(&mut self, filter: &Filter, origin: Origin, next: Next) {
+        if self.waiting.is_some() {
+            return;
+        }
+        let needs_body = match &self.stage {
+            Stage::ReadingBody { .. } => true,
+            Stage::Forwarded { passage, .. } => passage.inspect.is_some(),
+            _ => false,
+        };
+        if origin == Origin::Headers && needs_body && !self.headers_only {
+            if std::mem::take(&mut self.held.body_ended) {
+                let action = self.whole_body(filter);
+                if action == Action::Continue && !abi::resume_request() {
+                    log::error!("could not resume a request after judging its body");
+                }
+            }
+            return;
+        }
+        if next == Next::Continue && !abi::resume_request() {
+            log::error!("could not resume a request after a store answer");
+        }
     }
 
     /// Carries out effects in order. If a header can't be changed, the
@@ -188,7 +313,7 @@ fn action(next: Next) -> Action {
 impl Context for Request {
     fn on_http_call_response(
         &mut self,
-        _token_id: u32,
+        token_id: u32,
         num_headers: usize,
         body_size: usize,
         _num_trailers: usize,
@@ -197,9 +322,20 @@ impl Context for Request {
             return;
         };
         let answer = calls::answer(num_headers, body_size);
+        if let Some(waiting) = self.waiting.take() {
+            if waiting.token() == token_id {
+                self.store_answered(&filter, waiting, &answer);
+            } else {
+                log::warn!("an answer came for a call this request is not waiting for");
+                self.waiting = Some(waiting);
+            }
+            return;
+        }
+        let stage = self.stage.clone();
         let next = self.step(
             &filter,
-            Box::new(move |ctx, stage| flow::on_call_response(ctx, stage, &answer)),
+            Origin::Other,
+            Box::new(move |ctx| flow::on_call_response(ctx, &stage, &answer)),
         );
         if next == Next::Continue && !abi::resume_request() {
             log::error!("could not resume a request after a call");
@@ -212,33 +348,34 @@ impl Context for Request {
     }
 }
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(filter) = self.filter.clone() else {
-            self.fail_closed("no valid configuration");
-            return Action::Pause;
-        };
-        let Some(pairs) = abi::headers(MapType::HttpRequestHeaders) else {
-            self.fail_closed("could not read the request headers");
-            return Action::Pause;
-        };
-        let mut head = RequestHead::from_pairs(pairs);
-        head.end_of_stream = end_of_stream;
-        if head.needs_downstream_address() {
-            head.downstream_address = abi::property(&["source", "address"])
-                .and_then(|bytes| String::from_utf8(bytes).ok());
+impl Request {
+    /// The request body is whole (or ended by trailers): judged, or
+    /// handed to the endpoint. Reads up to one byte past the limit,
+    /// enough for the core to refuse a larger body.
+    fn whole_body(&mut self, filter: &Filter) -> Action {
+        let limit = filter
+            .config
+            .mcp
+            .max_request_bytes
+            .max(flow::MAX_ENDPOINT_BODY_BYTES)
+            + 1;
+        let body = abi::buffer(BufferType::HttpRequestBody, 0, limit).unwrap_or_default();
+        let reading_body = matches!(self.stage, Stage::ReadingBody { .. });
+        let stage = self.stage.clone();
+        let next = self.step(
+            filter,
+            Origin::Other,
+            Box::new(move |ctx| flow::on_request_body(ctx, &stage, &body)),
+        );
+        // The filter's own endpoints never go upstream.
+        if reading_body {
+            Action::Pause
+        } else {
+            action(next)
         }
-        action(self.step(
-            &filter,
-            Box::new(move |ctx, _| flow::on_request_headers(ctx, &head)),
-        ))
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.sync_woken();
-        let Some(filter) = self.filter.clone() else {
-            return Action::Pause;
-        };
+    fn request_body(&mut self, filter: &Filter, body_size: usize, end_of_stream: bool) -> Action {
         match &self.stage {
             Stage::ReadingBody { .. } => {}
             // An MCP POST: its messages are judged once the body is whole.
@@ -250,9 +387,11 @@ impl HttpContext for Request {
                 // Past the limit, one byte more is enough for the core to refuse it.
                 let body = abi::buffer(BufferType::HttpRequestBody, 0, body_size.min(max + 1))
                     .unwrap_or_default();
+                let stage = self.stage.clone();
                 return action(self.step(
-                    &filter,
-                    Box::new(move |ctx, stage| flow::on_request_body(ctx, stage, &body)),
+                    filter,
+                    Origin::Other,
+                    Box::new(move |ctx| flow::on_request_body(ctx, &stage, &body)),
                 ));
             }
             _ => return Action::Continue,
@@ -260,7 +399,7 @@ impl HttpContext for Request {
         if body_size > flow::MAX_ENDPOINT_BODY_BYTES
             && let Some(step) = flow::on_body_too_large(&self.stage)
         {
-            return action(self.step(&filter, Box::new(move |_, _| step.clone())));
+            return action(self.finish(filter, Origin::Other, step));
         }
         if !end_of_stream {
             // Held here until whole: the body of the filter's endpoints is
@@ -269,54 +408,18 @@ impl HttpContext for Request {
             return Action::Pause;
         }
         let body = abi::buffer(BufferType::HttpRequestBody, 0, body_size).unwrap_or_default();
+        let stage = self.stage.clone();
         let _ = self.step(
-            &filter,
-            Box::new(move |ctx, stage| flow::on_request_body(ctx, stage, &body)),
+            filter,
+            Origin::Other,
+            Box::new(move |ctx| flow::on_request_body(ctx, &stage, &body)),
         );
         // The filter answered; the body never goes upstream.
         Action::Pause
     }
 
-    /// Trailers end a request whose body the filter holds (HTTP/2, or
-    /// chunked HTTP/1.1): the body callback never sees `end_of_stream`, so
-    /// the body is judged here; left to the default, Envoy would forward it
-    /// unjudged.
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.sync_woken();
-        let holds_body = match &self.stage {
-            Stage::ReadingBody { .. } => true,
-            Stage::Forwarded { passage, .. } => passage.inspect.is_some(),
-            _ => false,
-        };
-        if !holds_body {
-            return Action::Continue;
-        }
-        let Some(filter) = self.filter.clone() else {
-            return Action::Pause;
-        };
-        // Up to one byte past the limit, enough for the core to refuse a larger body.
-        let limit = filter
-            .config
-            .mcp
-            .max_request_bytes
-            .max(flow::MAX_ENDPOINT_BODY_BYTES)
-            + 1;
-        let body = abi::buffer(BufferType::HttpRequestBody, 0, limit).unwrap_or_default();
-        let reading_body = matches!(self.stage, Stage::ReadingBody { .. });
-        let next = self.step(
-            &filter,
-            Box::new(move |ctx, stage| flow::on_request_body(ctx, stage, &body)),
-        );
-        // The filter's own endpoints never go upstream.
-        if reading_body {
-            Action::Pause
-        } else {
-            action(next)
-        }
-    }
-
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(rewrite), Some(filter)) = (self.tools_list.as_mut(), self.filter.clone()) else {
+    fn response_body(&mut self, filter: &Filter, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(rewrite) = self.tools_list.as_mut() else {
             return Action::Continue;
         };
         match rewrite {
@@ -366,7 +469,122 @@ impl HttpContext for Request {
         Action::Continue
     }
 
+    /// Carries out the response-headers step's effects and sets up the
+    /// `tools/list` rewrite. Response header changes are best effort: a
+    /// refusal must not break the response.
+    fn response_effects(&mut self, effects: Vec<Effect>, head: &ResponseHead) {
+        for effect in effects {
+            if let Effect::SetResponseHeader(name, value) = effect {
+                let _ = abi::replace_header(MapType::HttpResponseHeaders, name, &value);
+            }
+        }
+        if !flow::filters_tools_list(&self.stage) {
+            return;
+        }
+        let status = head.status;
+        self.tools_list = if head.encoded && status == 200 {
+            Some(Rewrite::Withhold)
+        } else if head.content_type.starts_with("application/json") {
+            Some(Rewrite::Json)
+        } else if head.content_type.starts_with("text/event-stream") {
+            Some(Rewrite::Sse { tail: Vec::new() })
+        } else if status == 200 {
+            Some(Rewrite::Withhold)
+        } else {
+            None
+        };
+        if let Some(Rewrite::Withhold) = self.tools_list {
+            let _ = abi::replace_header(
+                MapType::HttpResponseHeaders,
+                "content-type",
+                "application/json",
+            );
+            let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-encoding");
+        }
+        // The rewritten body has another length.
+        if self.tools_list.is_some() {
+            let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(filter) = self.filter.clone() else {
+            self.fail_closed("no valid configuration");
+            return Action::Pause;
+        };
+        let Some(pairs) = abi::headers(MapType::HttpRequestHeaders) else {
+            self.fail_closed("could not read the request headers");
+            return Action::Pause;
+        };
+        let mut head = RequestHead::from_pairs(pairs);
+        head.end_of_stream = end_of_stream;
+        self.headers_only = end_of_stream;
+        if head.needs_downstream_address() {
+            head.downstream_address = abi::property(&["source", "address"])
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+        }
+        action(self.step(
+            &filter,
+            Origin::Headers,
+            Box::new(move |ctx| flow::on_request_headers(ctx, &head)),
+        ))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.waiting.is_some() {
+            // Taken up when the step is done.
+            self.held.body_ended |= end_of_stream;
+            return Action::Pause;
+        }
+        self.sync_woken();
+        let Some(filter) = self.filter.clone() else {
+            return Action::Pause;
+        };
+        self.request_body(&filter, body_size, end_of_stream)
+    }
+
+    /// Trailers end a request whose body the filter holds (HTTP/2, or
+    /// chunked HTTP/1.1): the body callback never sees `end_of_stream`, so
+    /// the body is judged here; left to the default, Envoy would forward it
+    /// unjudged.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.waiting.is_some() {
+            self.held.body_ended = true;
+            return Action::Pause;
+        }
+        self.sync_woken();
+        let holds_body = match &self.stage {
+            Stage::ReadingBody { .. } => true,
+            Stage::Forwarded { passage, .. } => passage.inspect.is_some(),
+            _ => false,
+        };
+        if !holds_body {
+            return Action::Continue;
+        }
+        let Some(filter) = self.filter.clone() else {
+            return Action::Pause;
+        };
+        self.whole_body(&filter)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.waiting.is_some() {
+            // The buffer holds everything so far; taken up when the step is done.
+            self.held.response_body = Some((body_size, end_of_stream));
+            return Action::Pause;
+        }
+        let Some(filter) = self.filter.clone() else {
+            return Action::Continue;
+        };
+        self.response_body(&filter, body_size, end_of_stream)
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.waiting.is_some() {
+            return Action::Pause;
+        }
         self.sync_woken();
         match &self.stage {
             Stage::Forwarded { .. } => {}
@@ -390,8 +608,15 @@ impl HttpContext for Request {
         let status = value(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let www_authenticate = value("www-authenticate");
         let has_allow_origin = value("access-control-allow-origin").is_some();
+        let head = ResponseHead {
+            status,
+            content_type: value("content-type")
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            encoded: value("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity")),
+        };
         let stage = self.stage.clone();
-        let effects = run_step(&filter, |ctx| {
+        let run = Box::new(move |ctx: &mut flow::Ctx<'_>| {
             flow::on_response_headers(
                 ctx,
                 &stage,
@@ -400,42 +625,15 @@ impl HttpContext for Request {
                 has_allow_origin,
             )
         });
-        // Response header changes are best effort: a refusal must not break the response.
-        for effect in effects {
-            if let Effect::SetResponseHeader(name, value) = effect {
-                let _ = abi::replace_header(MapType::HttpResponseHeaders, name, &value);
+        match store_steps::start(&filter, false, run) {
+            Ran::Done(effects) => {
+                self.response_effects(effects, &head);
+                Action::Continue
+            }
+            Ran::Waiting(pending) => {
+                self.waiting = Some(Waiting::Response(pending, head));
+                Action::Pause
             }
         }
-        if flow::filters_tools_list(&self.stage) {
-            let content_type = value("content-type")
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let encoded =
-                value("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
-            self.tools_list = if encoded && status == 200 {
-                Some(Rewrite::Withhold)
-            } else if content_type.starts_with("application/json") {
-                Some(Rewrite::Json)
-            } else if content_type.starts_with("text/event-stream") {
-                Some(Rewrite::Sse { tail: Vec::new() })
-            } else if status == 200 {
-                Some(Rewrite::Withhold)
-            } else {
-                None
-            };
-            if let Some(Rewrite::Withhold) = self.tools_list {
-                let _ = abi::replace_header(
-                    MapType::HttpResponseHeaders,
-                    "content-type",
-                    "application/json",
-                );
-                let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-encoding");
-            }
-            // The rewritten body has another length.
-            if self.tools_list.is_some() {
-                let _ = abi::remove_header(MapType::HttpResponseHeaders, "content-length");
-            }
-        }
-        Action::Continue
     }
 }

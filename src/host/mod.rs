@@ -18,6 +18,8 @@ mod root;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod shared_data;
 #[cfg(all(target_arch = "wasm32", not(test)))]
+mod store_steps;
+#[cfg(all(target_arch = "wasm32", not(test)))]
 mod waiters;
 
 // The module's entry point: Envoy calls `_initialize` once per VM.

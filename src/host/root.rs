@@ -10,13 +10,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
 use super::random::HostRandom;
-use super::shared_data::{SharedData, run_step};
+use super::shared_data::SharedData;
+use super::store_steps::{self, Pending, Ran, StepFn};
 use super::waiters::{self, Waiters};
 use super::{abi, calls, http::Request, logger};
 use crate::config::Config;
-use crate::flow::{self, Ctx, Filter, RefreshJob};
+use crate::flow::{self, Filter, RefreshJob, Step};
 use crate::maintenance::{self, Purpose};
-use crate::outbound::OutboundCall;
+use crate::outbound::{CallResponse, OutboundCall};
 
 /// Largest plugin configuration read (a guard against a runaway config source).
 const MAX_CONFIG_BYTES: usize = 4 * 1024 * 1024;
@@ -32,13 +33,31 @@ pub struct Root {
     last_maintenance: u64,
     /// This root context's id, to make it effective again after waking requests.
     context_id: u32,
+    /// Fast ticks since parked requests last looked at an etcd store.
+    ticks_since_wake: u32,
 }
 
 /// What a root context's call is for.
 enum Call {
     Maintenance(Purpose),
     Refresh(Box<RefreshJob>),
+    /// A step waiting for the store (etcd).
+    Store(Box<Task>),
 }
+
+/// A root step waiting for the store, by what it was doing.
+enum Task {
+    RefreshAnswer(Pending<Option<RefreshJob>>),
+    Proactive(Pending<Option<RefreshJob>>),
+    MaintenanceAnswer(Pending<Option<(Purpose, OutboundCall)>>),
+    Tick(Pending<Vec<(Purpose, OutboundCall)>>),
+    /// Whether a parked request's wait is over.
+    Wake(u32, Pending<Option<Step>>),
+}
+
+/// With etcd, parked requests look every this many fast ticks (each look
+/// is an etcd read per request).
+const ETCD_WAKE_EVERY_TICKS: u32 = 10;
 
 impl Root {
     pub fn new(context_id: u32) -> Self {
@@ -48,12 +67,70 @@ impl Root {
         }
     }
 
-    /// Runs a maintenance step with the host's clock, randomness and store.
-    fn with_ctx<T>(&self, run: impl FnMut(&mut Ctx<'_>) -> T) -> Option<T> {
-        let filter = self.filter.as_ref()?;
-        let out = run_step(filter, run);
-        // Nothing made from failed randomness may be acted on.
-        HostRandom::healthy().then_some(out)
+    /// Runs a step on the store; `None` if it waits (it goes on in
+    /// [`Root::store_answered`]) or produced nothing usable.
+    fn run<T>(
+        &mut self,
+        fresh: bool,
+        step: StepFn<T>,
+        wrap: impl FnOnce(Pending<T>) -> Task,
+    ) -> Option<T> {
+        let filter = self.filter.clone()?;
+        match store_steps::start(&filter, fresh, step) {
+            Ran::Done(out) => HostRandom::healthy().then_some(out),
+            Ran::Waiting(pending) => {
+                self.calls
+                    .insert(pending.token, Call::Store(Box::new(wrap(pending))));
+                None
+            }
+        }
+    }
+
+    fn resumed<T>(
+        &mut self,
+        pending: Pending<T>,
+        answer: &CallResponse,
+        wrap: impl FnOnce(Pending<T>) -> Task,
+    ) -> Option<T> {
+        let filter = self.filter.clone()?;
+        match store_steps::resume(&filter, pending, answer) {
+            Ran::Done(out) => HostRandom::healthy().then_some(out),
+            Ran::Waiting(pending) => {
+                self.calls
+                    .insert(pending.token, Call::Store(Box::new(wrap(pending))));
+                None
+            }
+        }
+    }
+
+    fn store_answered(&mut self, task: Task, answer: &CallResponse) {
+        match task {
+            Task::RefreshAnswer(p) => {
+                if let Some(out) = self.resumed(p, answer, Task::RefreshAnswer) {
+                    self.after_refresh(out);
+                }
+            }
+            Task::Proactive(p) => {
+                if let Some(Some(job)) = self.resumed(p, answer, Task::Proactive) {
+                    self.start_refresh(job);
+                }
+            }
+            Task::MaintenanceAnswer(p) => {
+                if let Some(Some((next, call))) = self.resumed(p, answer, Task::MaintenanceAnswer) {
+                    self.start(next, &call);
+                }
+            }
+            Task::Tick(p) => {
+                for (purpose, call) in self.resumed(p, answer, Task::Tick).unwrap_or_default() {
+                    self.start(purpose, &call);
+                }
+            }
+            Task::Wake(id, p) => {
+                if let Some(Some(step)) = self.resumed(p, answer, |p| Task::Wake(id, p)) {
+                    waiters::woken(&self.waiters, id, step, self.context_id);
+                }
+            }
+        }
     }
 
     fn start(&mut self, purpose: Purpose, call: &OutboundCall) {
@@ -69,20 +146,56 @@ impl Root {
             Some(token) => {
                 self.calls.insert(token, Call::Refresh(Box::new(job)));
             }
-            None => self.refresh_answered(job, &crate::outbound::CallResponse::failed()),
+            None => self.refresh_answered(job, &CallResponse::failed()),
         }
     }
 
-    fn refresh_answered(&mut self, job: RefreshJob, answer: &crate::outbound::CallResponse) {
-        if let Some(Some(retry)) =
-            self.with_ctx(|ctx| flow::refresh_answer(ctx, job.clone(), answer))
-        {
+    fn refresh_answered(&mut self, job: RefreshJob, answer: &CallResponse) {
+        let answer = answer.clone();
+        let out = self.run(
+            false,
+            Box::new(move |ctx| flow::refresh_answer(ctx, job.clone(), &answer)),
+            Task::RefreshAnswer,
+        );
+        if let Some(out) = out {
+            self.after_refresh(out);
+        }
+    }
+
+    fn after_refresh(&mut self, retry: Option<RefreshJob>) {
+        if let Some(retry) = retry {
             self.start_refresh(retry);
             return;
         }
         // This VM's waiters need not wait for a tick.
-        if let Some(filter) = self.filter.clone() {
-            waiters::wake(&filter, &self.waiters, self.context_id);
+        self.wake_parked();
+    }
+
+    /// Every parked request looks whether its wait is over. With etcd each
+    /// look reads etcd itself (the refresh may have finished at another
+    /// replica), one at a time per request.
+    fn wake_parked(&mut self) {
+        let looking: Vec<u32> = self
+            .calls
+            .values()
+            .filter_map(|c| match c {
+                Call::Store(task) => match **task {
+                    Task::Wake(id, _) => Some(id),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        for (id, stage) in waiters::parked(&self.waiters) {
+            if looking.contains(&id) {
+                continue;
+            }
+            let step = self.run(true, Box::new(move |ctx| flow::on_wake(ctx, &stage)), |p| {
+                Task::Wake(id, p)
+            });
+            if let Some(Some(step)) = step {
+                waiters::woken(&self.waiters, id, step, self.context_id);
+            }
         }
     }
 
@@ -98,8 +211,12 @@ impl Root {
     fn refresh_tokens_in_use(&mut self) {
         let in_use = self.waiters.borrow_mut().in_use(abi::now_seconds());
         for (route, sub) in in_use {
-            if let Some(Some(job)) = self.with_ctx(|ctx| flow::proactive_refresh(ctx, &route, &sub))
-            {
+            let job = self.run(
+                false,
+                Box::new(move |ctx| flow::proactive_refresh(ctx, &route, &sub)),
+                Task::Proactive,
+            );
+            if let Some(Some(job)) = job {
                 self.start_refresh(job);
             }
         }
@@ -120,13 +237,17 @@ impl Context for Root {
         let answer = calls::answer(num_headers, body_size);
         match call {
             Call::Maintenance(purpose) => {
-                if let Some(Some((next, call))) =
-                    self.with_ctx(|ctx| maintenance::on_answer(ctx, purpose, &answer))
-                {
+                let out = self.run(
+                    false,
+                    Box::new(move |ctx| maintenance::on_answer(ctx, purpose, &answer)),
+                    Task::MaintenanceAnswer,
+                );
+                if let Some(Some((next, call))) = out {
                     self.start(next, &call);
                 }
             }
             Call::Refresh(job) => self.refresh_answered(*job, &answer),
+            Call::Store(task) => self.store_answered(*task, &answer),
         }
     }
 }
@@ -155,6 +276,7 @@ impl RootContext for Root {
             Ok(config) => {
                 // Plaintext and verified-token caches belong to the old keys.
                 crate::store::clear_cache();
+                store_steps::reset();
                 crate::oauth::access_token::clear_cache();
                 log::info!(
                     "configured {} route(s): {}",
@@ -187,8 +309,11 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.start_queued_refreshes();
-        if let Some(filter) = self.filter.clone() {
-            waiters::wake(&filter, &self.waiters, self.context_id);
+        let etcd = self.filter.as_ref().is_some_and(|f| f.etcd.is_some());
+        self.ticks_since_wake += 1;
+        if !etcd || self.ticks_since_wake >= ETCD_WAKE_EVERY_TICKS {
+            self.ticks_since_wake = 0;
+            self.wake_parked();
         }
         if !self.waiters.borrow().is_waiting() {
             let _ = abi::set_tick_period_ms(maintenance::TICK_SECONDS * 1000);
@@ -199,16 +324,17 @@ impl RootContext for Root {
         }
         self.last_maintenance = now;
         self.refresh_tokens_in_use();
-        let maintaining = self
-            .calls
-            .values()
-            .any(|c| matches!(c, Call::Maintenance(_)));
+        let maintaining = self.calls.values().any(|c| match c {
+            Call::Maintenance(_) => true,
+            Call::Store(task) => matches!(**task, Task::MaintenanceAnswer(_) | Task::Tick(_)),
+            Call::Refresh(_) => false,
+        });
         if maintaining {
             return;
         }
-        if let Some(filter) = &self.filter
-            && matches!(filter.config.store, crate::config::Store::SharedData { .. })
-        {
+        // Shared data never shrinks: expired entries are emptied (with
+        // etcd, that is its read cache's entries; etcd's own expire with leases).
+        if let Some(filter) = &self.filter {
             let keys = &filter.config.keys.encryption;
             match crate::store::prune(
                 &mut SharedData,
@@ -222,7 +348,10 @@ impl RootContext for Root {
                 Err(e) => log::warn!("pruning the store failed: {e}"),
             }
         }
-        for (purpose, call) in self.with_ctx(maintenance::tick).unwrap_or_default() {
+        let calls = self
+            .run(false, Box::new(maintenance::tick), Task::Tick)
+            .unwrap_or_default();
+        for (purpose, call) in calls {
             self.start(purpose, &call);
         }
     }

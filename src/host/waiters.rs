@@ -13,8 +13,7 @@ use proxy_wasm::types::MapType;
 
 use super::abi;
 use super::random::HostRandom;
-use super::shared_data::run_step;
-use crate::flow::{self, Effect, Filter, Next, RefreshJob, Stage};
+use crate::flow::{Effect, Next, RefreshJob, Stage, Step};
 
 /// Tick period while requests wait.
 pub const FAST_TICK_MS: u64 = 20;
@@ -78,67 +77,69 @@ impl Registry {
     }
 }
 
-/// Looks at every parked request once; those whose wait is over are
-/// answered or resumed. `current`: the context whose callback is running, to
-/// make effective again afterwards.
-pub fn wake(filter: &Filter, waiters: &Waiters, current: u32) {
-    let parked: Vec<(u32, Stage)> = waiters
+/// The parked requests, with their stages.
+pub fn parked(waiters: &Waiters) -> Vec<(u32, Stage)> {
+    waiters
         .borrow()
         .parked
         .iter()
         .map(|(k, v)| (*k, v.clone()))
-        .collect();
-    if parked.is_empty() {
+        .collect()
+}
+
+/// A parked request's wait is over (`step`): it is answered or resumed.
+/// `current`: the context whose callback is running, made effective again
+/// afterwards.
+pub fn woken(waiters: &Waiters, id: u32, step: Step, current: u32) {
+    if !waiters.borrow().parked.contains_key(&id) {
+        // Answered already, or gone.
         return;
     }
-    for (id, stage) in parked {
-        let Some(step) = run_step(filter, |ctx| flow::on_wake(ctx, &stage)) else {
-            continue;
-        };
-        if !abi::set_effective_context(id) {
-            // The request went away meanwhile.
-            waiters.borrow_mut().forget(id);
-            continue;
-        }
-        let mut ok = HostRandom::healthy();
-        for effect in &step.effects {
-            ok = ok
-                && match effect {
-                    Effect::SendReply(r) => {
-                        let headers: Vec<(&str, &str)> = r
-                            .headers
-                            .iter()
-                            .map(|(n, v)| (n.as_str(), v.as_str()))
-                            .collect();
-                        abi::send_local_response(r.status, &headers, &r.body)
-                    }
-                    Effect::SetRequestHeader(n, v) => {
-                        abi::replace_header(MapType::HttpRequestHeaders, n, v)
-                    }
-                    Effect::RemoveRequestHeader(n) => {
-                        abi::remove_header(MapType::HttpRequestHeaders, n)
-                    }
-                    // A woken request never refreshes or changes a response.
-                    Effect::SetResponseHeader(..)
-                    | Effect::Dispatch(_)
-                    | Effect::StartRefresh(_) => false,
-                };
-        }
-        let mut registry = waiters.borrow_mut();
-        registry.parked.remove(&id);
-        if !ok {
-            abi::send_local_response(
-                500,
-                &[("content-type", "application/json"), ("cache-control", "no-store")],
-                br#"{"error":"server_error","error_description":"the authorization filter could not resume this request"}"#,
-            );
-            registry.woken.insert(id, Stage::Answered);
-            continue;
-        }
+    if !abi::set_effective_context(id) {
+        // The request went away meanwhile.
+        waiters.borrow_mut().forget(id);
+        let _ = abi::set_effective_context(current);
+        return;
+    }
+    let mut ok = HostRandom::healthy();
+    for effect in &step.effects {
+        ok = ok
+            && match effect {
+                Effect::SendReply(r) => {
+                    let headers: Vec<(&str, &str)> = r
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
+                    abi::send_local_response(r.status, &headers, &r.body)
+                }
+                Effect::SetRequestHeader(n, v) => {
+                    abi::replace_header(MapType::HttpRequestHeaders, n, v)
+                }
+                Effect::RemoveRequestHeader(n) => {
+                    abi::remove_header(MapType::HttpRequestHeaders, n)
+                }
+                // A woken request never refreshes or changes a response.
+                Effect::SetResponseHeader(..) | Effect::Dispatch(_) | Effect::StartRefresh(_) => {
+                    false
+                }
+            };
+    }
+    let mut registry = waiters.borrow_mut();
+    registry.parked.remove(&id);
+    if !ok {
+        abi::send_local_response(
+            500,
+            &[("content-type", "application/json"), ("cache-control", "no-store")],
+            br#"{"error":"server_error","error_description":"the authorization filter could not resume this request"}"#,
+        );
+        registry.woken.insert(id, Stage::Answered);
+    } else {
         registry.woken.insert(id, step.stage);
         if step.next == Next::Continue && !abi::resume_request() {
             log::warn!("could not resume a request woken after an upstream token refresh");
         }
     }
+    drop(registry);
     let _ = abi::set_effective_context(current);
 }
