@@ -9,7 +9,7 @@ use super::{Ctx, Outcome, RequestHead, route_for_resource, upstream};
 use crate::config::Route;
 use crate::crypto;
 use crate::maintenance::IDP_CACHE_SECONDS;
-use crate::oauth::clients::{self, store_error};
+use crate::oauth::clients;
 use crate::oauth::error::OAuthError;
 use crate::oauth::form::{self, Params};
 use crate::oauth::pages::{self, ConsentView};
@@ -124,6 +124,20 @@ pub(super) fn redirect_error(
     redirect(&form::with_query(redirect_uri, &params))
 }
 
+/// A browser step the store could not serve: a page, and `Retry-After`.
+pub(super) fn store_unavailable_page(e: crate::store::StoreError) -> Reply {
+    log::warn!("a sign-in step could not use the store: {e}");
+    pages::error(
+        503,
+        "Temporarily unavailable",
+        "The sign-in service cannot reach its store right now. Wait a moment, then reload this page.",
+    )
+    .header(
+        "retry-after",
+        crate::oauth::error::RETRY_UNAVAILABLE_SECONDS.to_string(),
+    )
+}
+
 pub(super) fn bad_request_page(message: &str) -> Outcome {
     pages::error(400, "Authorization request refused", message).into()
 }
@@ -149,7 +163,7 @@ pub(super) fn authorize(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) ->
             &crypto::sha256_b64url(client_id.as_bytes()),
         ) {
             Ok(c) => c,
-            Err(e) => return store_error(e).into(),
+            Err(e) => return store_unavailable_page(e).into(),
         };
         if let Some(client) = cached {
             return continue_authorize(ctx, route, request, client.value, head.cookies());
@@ -300,7 +314,7 @@ fn continue_authorize(
             .vault()
             .put(ns::PENDING, &pending_id, &pending, PENDING_TTL_SECONDS, 0)
         {
-            return store_error(e).into();
+            return store_unavailable_page(e).into();
         }
         return after_sign_in(ctx, target, &pending_id, &pending, &session.user).into();
     }
@@ -684,7 +698,7 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
                 "This sign-in was already completed. Start again from your application.",
             );
         }
-        Err(e) => return store_error(e).into(),
+        Err(e) => return store_unavailable_page(e).into(),
     }
     let sid = ctx.token(24);
     let now = ctx.now;
@@ -698,7 +712,7 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
         session_ttl,
         0,
     ) {
-        return store_error(e).into();
+        return store_unavailable_page(e).into();
     }
     let Some(key) = config.keys.encryption.first() else {
         return sign_in_failed("No encryption key");
@@ -725,7 +739,7 @@ fn complete_sign_in(ctx: &mut Ctx<'_>, login: Login, claims: Map<String, Value>)
         .vault()
         .put(ns::PENDING, &pending_id, &pending, PENDING_TTL_SECONDS, 0)
     {
-        return store_error(e).into();
+        return store_unavailable_page(e).into();
     }
     let target = config.route(&pending.route).unwrap_or(route);
     after_sign_in(ctx, target, &pending_id, &pending, &user)
@@ -832,7 +846,7 @@ pub(super) fn issue_code(
         ttl,
         0,
     ) {
-        return store_error(e).to_reply();
+        return store_unavailable_page(e);
     }
     let mut params = vec![("code", code.as_str())];
     if let Some(s) = &pending.state {
@@ -865,7 +879,7 @@ fn consent_context(
                 "This authorization request has expired or was already answered. Start again from your application.",
             )));
         }
-        Err(e) => return Err(Box::new(store_error(e).into())),
+        Err(e) => return Err(Box::new(store_unavailable_page(e).into())),
     };
     let Some((cookie, session)) = session_of(ctx, route, head.cookies().as_deref()) else {
         return Err(Box::new(pages::error(403, "Not signed in", "This consent page belongs to a signed-in browser session; start again from your application.").into()));

@@ -4,6 +4,9 @@ use serde_json::json;
 
 use crate::reply::Reply;
 
+/// `Retry-After` of a 503 that names no better time.
+pub const RETRY_UNAVAILABLE_SECONDS: u64 = 2;
+
 /// An OAuth error: the code the spec defines, a description a person can act
 /// on, and the HTTP status of a direct (non-redirect) answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +61,10 @@ impl OAuthError {
     pub fn server_error(d: impl Into<String>) -> Self {
         Self::new("server_error", 500, d)
     }
+    /// A 503: always with `Retry-After` (a store or provider that is
+    /// down answers again soon; callers may set a better figure).
     pub fn temporarily_unavailable(d: impl Into<String>) -> Self {
-        Self::new("temporarily_unavailable", 503, d)
+        Self::new("temporarily_unavailable", 503, d).with_retry_after(RETRY_UNAVAILABLE_SECONDS)
     }
     pub fn invalid_redirect_uri(d: impl Into<String>) -> Self {
         Self::new("invalid_redirect_uri", 400, d)
