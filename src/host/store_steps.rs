@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use super::calls;
 use super::random::HostRandom;
 use super::shared_data::{SharedData, run_step};
-use crate::env::Random;
+use crate::env::{Random, Replayed};
 use crate::flow::{Ctx, Filter};
 use crate::outbound::CallResponse;
 use crate::store::etcd::{Env, Op, Progress, Session, Settings};
@@ -27,6 +27,7 @@ pub struct Pending<T> {
     pub token: u32,
     op: Op<T>,
     step: StepFn<T>,
+    drawn: Replayed,
 }
 
 pub enum Ran<T> {
@@ -45,22 +46,28 @@ pub fn start<T>(filter: &Filter, fresh: bool, mut step: StepFn<T>) -> Ran<T> {
         return Ran::Done(run_step(filter, |ctx| step(ctx)));
     };
     let mut op = Op::new(fresh);
-    let progress = with_env(filter, settings, &mut step, |env, run| op.drive(env, run));
-    carry(filter, settings, op, step, progress)
+    let mut drawn = Replayed::default();
+    let progress = with_env(filter, settings, &mut step, &mut drawn, |env, run| {
+        op.drive(env, run)
+    });
+    carry(filter, settings, op, step, drawn, progress)
 }
 
 /// The answer to a waiting step's call.
 pub fn resume<T>(filter: &Filter, pending: Pending<T>, answer: &CallResponse) -> Ran<T> {
     let Pending {
-        mut op, mut step, ..
+        mut op,
+        mut step,
+        mut drawn,
+        ..
     } = pending;
     let Some(settings) = filter.etcd.as_ref() else {
         return Ran::Done(run_step(filter, |ctx| step(ctx)));
     };
-    let progress = with_env(filter, settings, &mut step, |env, run| {
+    let progress = with_env(filter, settings, &mut step, &mut drawn, |env, run| {
         op.answer(env, run, answer)
     });
-    carry(filter, settings, op, step, progress)
+    carry(filter, settings, op, step, drawn, progress)
 }
 
 /// Makes the call the step waits for; a call Envoy refuses outright is
@@ -70,15 +77,23 @@ fn carry<T>(
     settings: &Settings,
     mut op: Op<T>,
     mut step: StepFn<T>,
+    mut drawn: Replayed,
     mut progress: Progress<T>,
 ) -> Ran<T> {
     loop {
         match progress {
             Progress::Done(out) => return Ran::Done(out),
             Progress::Call(call) => match calls::dispatch(&call) {
-                Some(token) => return Ran::Waiting(Pending { token, op, step }),
+                Some(token) => {
+                    return Ran::Waiting(Pending {
+                        token,
+                        op,
+                        step,
+                        drawn,
+                    });
+                }
                 None => {
-                    progress = with_env(filter, settings, &mut step, |env, run| {
+                    progress = with_env(filter, settings, &mut step, &mut drawn, |env, run| {
                         op.answer(env, run, &CallResponse::failed())
                     });
                 }
@@ -93,12 +108,15 @@ fn with_env<T, R>(
     filter: &Filter,
     settings: &Settings,
     step: &mut StepFn<T>,
+    drawn: &mut Replayed,
     go: impl FnOnce(&mut Env<'_>, &mut StoreRun<'_, T>) -> R,
 ) -> R {
     let now = super::abi::now_seconds();
-    let mut random = HostRandom;
+    let mut host = HostRandom;
     let mut local = SharedData;
     let mut run = |view: &mut dyn crate::store::StoreView| {
+        // Each run of the step draws what the run before drew.
+        let mut random = drawn.rerun(&mut host);
         let mut ctx = Ctx {
             filter,
             now,

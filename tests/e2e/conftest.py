@@ -70,7 +70,9 @@ def listen_ports() -> dict[str, int]:
     return {"main": free_port(), "short_ttl": free_port(), "upstream": free_port(),
             "audit_off": free_port(), "audit_arguments": free_port(),
             # The attack suite's own Envoys that sign users in (harness/attack.py).
-            "attack_misc": free_port(), "attack_forward": free_port(), "attack_consent": free_port()}
+            "attack_misc": free_port(), "attack_forward": free_port(), "attack_consent": free_port(),
+            # The HA stack's balancer (harness/ha.py): the origin its two replicas serve.
+            "ha": free_port()}
 
 
 def _start_idp(e2e_dir: Path, listen_ports: dict[str, int], alg: str, name: str) -> Iterator[Idp]:

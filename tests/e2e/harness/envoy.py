@@ -59,6 +59,12 @@ ACCESS_LOG_FORMAT = {
 # sockets are named after it.
 _base_ids = itertools.count(100_000 + (os.getpid() % 40_000) * 50)
 
+
+def next_base_id() -> int:
+    """A --base-id for an Envoy this run starts itself (harness.ha's balancer)."""
+    return next(_base_ids)
+
+
 # The listener port of every Envoy start_envoy started in this run (harness.leakwatch
 # records what the client side received from these).
 LISTEN_PORTS: set[int] = set()
@@ -367,7 +373,7 @@ def start_envoy(workdir: Path, *, mcp_port: int, plugin: dict[str, Any] | str | 
                        extra_clusters=extra_clusters, mcp_routes=mcp_routes)
     config_path = workdir / f"{name}.json"
     config_path.write_text(json.dumps(config, indent=2))
-    base_id = next(_base_ids)
+    base_id = next_base_id()
     LISTEN_PORTS.add(listen_port)
     proc = ManagedProcess(
         name,

@@ -135,7 +135,8 @@ class Watch:
         from .upstream import STACKS
 
         for stack in list(STACKS):
-            if not (stack.gh.proc.running and stack.op.proc.running):
+            providers = [p for p in (stack.gh, stack.op) if p is not None]  # harness.ha's has no op
+            if not all(p.proc.running for p in providers):
                 continue
             try:
                 tokens = stack.every_upstream_token()

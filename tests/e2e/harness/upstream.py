@@ -378,7 +378,7 @@ class UpstreamKit(OAuthKit):
     def __init__(self, stack: UpstreamStack, route: str, *, user: str | None = None,
                  upstream_login: str | None = None) -> None:
         self.stack = stack
-        self.spec = ROUTE[route]
+        self.spec = stack.spec(route)
         super().__init__(stack.envoy, stack.idp, stack.server(route))
         self.user = user or new_user()
         local = self.user.split("@")[0]
@@ -386,7 +386,9 @@ class UpstreamKit(OAuthKit):
                                                  else f"octo-{local}")
         self.upstream_decision = "approve"
         self.upstream_pages: list[tuple[str, str]] = []
-        self.provider_pages = [GitHubPages(self, stack.gh.port), OpPages(self, stack.op.port)]
+        # (A stack without the oidc-provider upstream, harness.ha's, has op None.)
+        self.provider_pages = [GitHubPages(self, stack.gh.port)] + (
+            [OpPages(self, stack.op.port)] if stack.op is not None else [])
         self.tes: list[str] = []
         self.test_ids: list[str] = []
         self._ids = itertools.count(100)
@@ -552,13 +554,18 @@ class UpstreamKit(OAuthKit):
                 got = server.requests_with_token(te)
                 assert not got, f"the MCP server {server.proc.name} received a TE: {got}"
         self.assert_current_ti()
+        logs = self.envoy_logs()
+        for token in [*self.tes, *upstream]:
+            assert token not in logs, f"Envoy's log holds a token ({token[:8]}...)"
+
+    def envoy_logs(self) -> str:
+        """Everything the Envoys of the stack logged: log and access log."""
         logs = self.envoy.log()
         try:
             logs += self.envoy.access_log.read_text(errors="replace")
         except OSError:
             pass
-        for token in [*self.tes, *upstream]:
-            assert token not in logs, f"Envoy's log holds a token ({token[:8]}...)"
+        return logs
 
     def seen(self) -> list[dict[str, Any]]:
         """What this kit's requests brought to the route's MCP server."""
