@@ -1,6 +1,5 @@
 //! The filter's cryptographic primitives, each a thin wrapper over RustCrypto
-//! (`sha2`, `hmac`, `aes-gcm`): nothing here is hand-rolled (DESIGN.md,
-//! Conventions). Randomness comes in as [`Random`] so the core stays pure.
+//! (`sha2`, `hmac`, `aes-gcm`): nothing here is hand-rolled. Randomness comes in as [`Random`] so the core stays pure.
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};

@@ -1,6 +1,6 @@
 //! What the pure core receives from the host besides requests: randomness.
-//! Injected as a trait so the core stays pure and tests stay deterministic
-//! (DESIGN.md, Layout); the host's implementation is `host::random`.
+//! Injected as a trait so the core stays pure and tests stay deterministic;
+//! the host's implementation is `host::random`.
 
 /// Randomness from the host (WASI `random_get` in Envoy, which proxy-wasm
 /// fills from BoringSSL's `RAND_bytes`).

@@ -1,6 +1,46 @@
 //! mcp-oauth-filter: a proxy-wasm filter that puts OAuth in front of MCP
-//! servers. See DESIGN.md for the architecture: `host` is the only module
-//! that talks to proxy-wasm; everything else is a pure core, testable natively.
+//! servers. Envoy loads it; it is the OAuth 2.1 authorization server MCP
+//! clients talk to, signs users in with an OpenID Connect provider, keeps
+//! the upstream provider's token for each user and puts it on requests to
+//! the MCP server, and judges every JSON-RPC message against a policy.
+//!
+//! # Layout
+//!
+//! One request's life is a machine in the pure core: the host hands it an
+//! event and the request's stage, and carries out the effects it returns.
+//! Nothing outside [`host`] touches proxy-wasm, so everything else is
+//! tested natively (`cargo test`) and on a wasm engine.
+//!
+//! * [`host`]: the only code that talks to proxy-wasm. `root` (configuration,
+//!   the maintenance tick, upstream refreshes, waking parked requests),
+//!   `http` (one request: events in, effects carried out), `store_steps`
+//!   (runs a core step on the configured store, waiting for etcd's answers
+//!   when it must), `calls`, `shared_data`, `abi` (non-panicking ABI
+//!   wrappers), `random`, `logger`.
+//! * [`flow`]: the machine. `mod.rs` has the stages, events and effects;
+//!   `protect` checks the access token on MCP requests, `inspect` judges
+//!   their bodies and filters `tools/list` answers, `signin` is the browser
+//!   part (authorize, IdP callback, consent, upstream callback), `tokens`
+//!   the `/token`, `/revoke` and `/register` endpoints, `upstream` the
+//!   upstream token (inject, park, single-flight refresh).
+//! * [`store`]: state shared by workers and replicas. `txn` (what a step
+//!   reads and writes), `vault` (typed, sealed, expiring values), `shared`
+//!   (the shared-data backend), `etcd` (the etcd backend and its per-Envoy
+//!   cache), `index` (pruning shared data).
+//! * [`oauth`]: the authorization server's pieces (access tokens, clients,
+//!   errors, forms, pages, records, redirect URIs, sessions, metadata).
+//! * [`oidc`]: the identity provider (discovery, keys, ID tokens).
+//! * [`upstream`]: the upstream OAuth2 provider's token endpoint client.
+//! * [`mcp`], [`policy`], [`audit`]: JSON-RPC messages and headers, the
+//!   per-user per-tool policy, the audit line.
+//! * [`config`]: the plugin configuration, parsed and checked whole before
+//!   anything runs (every problem names its field).
+//! * [`routing`], [`cors`], [`metadata`], [`reply`], [`outbound`]: where a
+//!   request goes, CORS, the protected-resource metadata, replies, calls.
+//! * [`crypto`], [`secret`], [`env`](mod@env), [`untrusted_url`], [`source_address`]:
+//!   primitives over RustCrypto, secrets that never print, randomness,
+//!   URL and address checks.
+//! * [`maintenance`]: the root tick's periodic work.
 
 pub mod audit;
 pub mod config;
