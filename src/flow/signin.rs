@@ -126,7 +126,9 @@ pub(super) fn redirect_error(
 
 /// A browser step the store could not serve: a page, and `Retry-After`.
 pub(super) fn store_unavailable_page(e: crate::store::StoreError) -> Reply {
-    log::warn!("a sign-in step could not use the store: {e}");
+    if e != crate::store::StoreError::NotRead {
+        log::warn!("a sign-in step could not use the store: {e}");
+    }
     pages::error(
         503,
         "Temporarily unavailable",

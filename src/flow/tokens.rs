@@ -153,7 +153,10 @@ pub(super) fn token(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead, body: 
     match try_token(ctx, route, head, body) {
         Ok(answer) => no_store(Reply::json(200, &answer)).into(),
         Err(e) => {
-            log::info!("token request refused: {e}");
+            // (A store error was logged where it happened, if it was one.)
+            if e.code != "temporarily_unavailable" {
+                log::info!("token request refused: {e}");
+            }
             e.into()
         }
     }

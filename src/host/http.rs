@@ -29,6 +29,9 @@ pub struct Request {
     held: Held,
 }
 
+/// Most of a held response body read back in its trailers callback.
+const MAX_HELD_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A step waiting for the store.
 enum Waiting {
     /// A request step, and the callback that started it.
@@ -102,7 +105,11 @@ impl Request {
     /// on; a step that waits for the store holds it (`Stop`) and is
     /// finished in [`Request::store_answered`].
     fn step(&mut self, filter: &Filter, origin: Origin, run: StepFn<Step>) -> Next {
-        match store_steps::start(filter, false, run) {
+        // The endpoints' steps (token, revoke, register, consent) read etcd
+        // itself, not this Envoy's cache: some decide without writing (a
+        // refresh token unknown in a stale copy), and they are few.
+        let fresh = matches!(self.stage, Stage::ReadingBody { .. });
+        match store_steps::start(filter, fresh, run) {
             Ran::Done(step) => self.finish(filter, origin, step),
             Ran::Waiting(pending) => {
                 self.waiting = Some(Waiting::Request(pending, origin));
@@ -592,6 +599,27 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         self.response_body(&filter, body_size, end_of_stream)
+    }
+
+    /// Trailers end a response whose body is being rewritten (HTTP/2, or
+    /// chunked HTTP/1.1): the body callback never sees `end_of_stream`, so
+    /// the rewrite is finished here; left to the default, Envoy would pass
+    /// the held `tools/list` answer on unfiltered.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.waiting.is_some() {
+            return Action::Pause;
+        }
+        if self.tools_list.is_none() {
+            return Action::Continue;
+        }
+        let Some(filter) = self.filter.clone() else {
+            return Action::Continue;
+        };
+        let held = abi::buffer(BufferType::HttpResponseBody, 0, MAX_HELD_RESPONSE_BYTES)
+            .map_or(0, |b| b.len());
+        let action = self.response_body(&filter, held, true);
+        self.tools_list = None;
+        action
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -132,6 +132,7 @@ fn with_env<T, R>(
             now,
             local: &mut local,
             session: &mut session,
+            writes_allowed: HostRandom::healthy(),
         };
         go(&mut env, &mut run)
     })

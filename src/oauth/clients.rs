@@ -286,10 +286,16 @@ fn count(vault: &mut Vault<'_>, key: &str, max: u32, ttl: u64) -> Result<bool, O
     Ok(under)
 }
 
+/// The store failed: the client is told to try again; what failed (an
+/// etcd message, say) goes to the log only. A read not made yet is no
+/// failure (the step runs again once it is answered), so it is not logged.
 pub fn store_error(e: StoreError) -> OAuthError {
-    OAuthError::temporarily_unavailable(format!(
-        "the authorization server's store is unavailable ({e}); try again"
-    ))
+    if e != StoreError::NotRead {
+        log::warn!("store: {e}");
+    }
+    OAuthError::temporarily_unavailable(
+        "the authorization server's store is unavailable; try again",
+    )
 }
 
 /// A registered client, refreshing its last-use time (at most daily).

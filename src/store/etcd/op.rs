@@ -36,6 +36,19 @@ pub struct Session {
     leases: BTreeMap<u64, String>,
     /// When a refused password was last logged (once a minute is enough).
     credentials_logged_at: Option<u64>,
+    /// After etcd refused the password, no call is made before this
+    /// (each authentication costs etcd a bcrypt check).
+    credentials_refused_until: u64,
+}
+
+/// How long a refused password keeps this VM from calling etcd.
+const REFUSED_CREDENTIALS_BACKOFF_SECONDS: u64 = 10;
+
+impl Session {
+    /// Why no call may be made now, if none may.
+    fn backing_off(&self, now: u64) -> Option<String> {
+        (now < self.credentials_refused_until).then(|| Fault::BadCredentials.describe())
+    }
 }
 
 /// Everything an operation uses besides its step.
@@ -45,6 +58,10 @@ pub struct Env<'a> {
     /// This Envoy's shared data, for the read cache.
     pub local: &'a mut dyn Kv,
     pub session: &'a mut Session,
+    /// False once the host's randomness failed: nothing sealed or made
+    /// from it may be stored (values would carry predictable nonces, ids
+    /// and secrets).
+    pub writes_allowed: bool,
 }
 
 /// How far an operation got.
@@ -56,10 +73,20 @@ pub enum Progress<T> {
 /// Conflicting commits retried before the step is told that writes fail.
 const MAX_CONFLICTS: usize = 8;
 
-/// A lease covers every write expiring in one minute, and ends a minute
-/// after that minute: one grant per minute of expiries, not per write.
-fn lease_end(expires_at: u64) -> u64 {
-    (expires_at / 60 + 2) * 60
+/// A lease covers every write expiring in one slot, and ends a slot after
+/// it: one grant per slot of expiries, not per write. Slots grow with the
+/// time left (a minute within the hour, an hour within the week, a day
+/// beyond), so a VM holds a few hundred leases at most, whatever the ttls;
+/// an entry outlives its expiry by at most two slots (its sealed expiry
+/// still holds).
+fn lease_end(expires_at: u64, now: u64) -> u64 {
+    let left = expires_at.saturating_sub(now);
+    let slot = match left {
+        0..=3_600 => 60,
+        3_601..=604_800 => 3_600,
+        _ => 86_400,
+    };
+    (expires_at / slot + 2) * slot
 }
 
 enum Phase<T> {
@@ -72,7 +99,8 @@ enum Phase<T> {
     },
     Committing {
         out: T,
-        writes: Vec<Write>,
+        /// Each write with the lease it is put under.
+        writes: Vec<(Write, Option<String>)>,
         compared: Vec<String>,
     },
     Authenticating(Box<Phase<T>>),
@@ -126,6 +154,9 @@ impl<T> Op<T> {
             };
             match outcome {
                 Attempt::Read(keys) => {
+                    if self.down.is_none() {
+                        self.down = env.session.backing_off(env.now);
+                    }
                     if let Some(why) = &self.down {
                         for key in keys {
                             self.snapshot
@@ -138,6 +169,15 @@ impl<T> Op<T> {
                 Attempt::Done(out, writes) => {
                     if writes.is_empty() || self.snapshot.writes_failing() {
                         return Progress::Done(out);
+                    }
+                    if !env.writes_allowed {
+                        self.snapshot.fail_writes(StoreError::Unavailable(
+                            "host randomness failed; store writes refused".into(),
+                        ));
+                        continue;
+                    }
+                    if self.down.is_none() {
+                        self.down = env.session.backing_off(env.now);
                     }
                     if let Some(why) = &self.down {
                         self.snapshot
@@ -216,7 +256,7 @@ impl<T> Op<T> {
                     }
                 };
                 if txn.succeeded {
-                    for w in &writes {
+                    for (w, _) in &writes {
                         let entry = w.value.clone().map(|v| (v, txn.revision));
                         self.remember(env, &w.key, &entry, txn.revision);
                     }
@@ -227,12 +267,19 @@ impl<T> Op<T> {
                 match txn.ranges(&compared) {
                     Ok(entries) => {
                         for (key, entry) in compared.into_iter().zip(entries) {
-                            self.remember(env, &key, &entry, txn.revision);
+                            // As for reads, absence is not cached.
+                            if entry.is_some() {
+                                self.remember(env, &key, &entry, txn.revision);
+                            }
                             self.snapshot.answer(key, Ok(entry));
                         }
                         self.conflicts += 1;
                         if self.conflicts > MAX_CONFLICTS {
-                            self.snapshot.fail_writes(StoreError::CasMismatch);
+                            // Not "it changed": steps read CasMismatch as an
+                            // answer (a code already used), and this is none.
+                            self.snapshot.fail_writes(StoreError::Unavailable(
+                                "too many concurrent changes; try again".into(),
+                            ));
                         }
                         self.drive(env, step)
                     }
@@ -271,15 +318,29 @@ impl<T> Op<T> {
     /// A lease for the next write that needs one, or the commit.
     fn next_write_phase(&mut self, env: &mut Env<'_>, out: T, writes: Vec<Write>) -> Progress<T> {
         env.session.leases.retain(|end, _| *end > env.now);
-        let missing = writes
+        let ends: Vec<Option<u64>> = writes
             .iter()
-            .filter(|w| w.value.is_some() && w.expires_at > 0)
-            .map(|w| lease_end(w.expires_at))
+            .map(|w| {
+                (w.value.is_some() && w.expires_at > 0).then(|| lease_end(w.expires_at, env.now))
+            })
+            .collect();
+        let missing = ends
+            .iter()
+            .flatten()
             .find(|end| !env.session.leases.contains_key(end));
-        if let Some(end) = missing {
+        if let Some(&end) = missing {
             return self.issue(env, Phase::Leasing { out, writes, end });
         }
+        // Every lease is known now: each write keeps the one it was given.
         let compared = self.compared(&writes);
+        let writes = writes
+            .into_iter()
+            .zip(ends)
+            .map(|(w, end)| {
+                let lease = end.and_then(|end| env.session.leases.get(&end).cloned());
+                (w, lease)
+            })
+            .collect();
         self.issue(
             env,
             Phase::Committing {
@@ -331,17 +392,8 @@ impl<T> Op<T> {
                 endpoint.grant_lease(end.saturating_sub(env.now).max(60), token)
             }
             Phase::Committing { writes, .. } => {
-                let compares = self.compared(writes);
-                let with_leases: Vec<(Write, Option<String>)> = writes
-                    .iter()
-                    .map(|w| {
-                        let lease = (w.value.is_some() && w.expires_at > 0)
-                            .then(|| env.session.leases.get(&lease_end(w.expires_at)).cloned())
-                            .flatten();
-                        (w.clone(), lease)
-                    })
-                    .collect();
-                endpoint.commit(&compares, &with_leases, token)
+                let plain: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
+                endpoint.commit(&self.compared(&plain), writes, token)
             }
             Phase::Run | Phase::Finished | Phase::Authenticating(_) => {
                 // Not reached: only phases with a call are issued.
@@ -370,14 +422,21 @@ impl<T> Op<T> {
             Fault::LeaseNotFound if !self.renewed_lease => {
                 self.renewed_lease = true;
                 env.session.leases.clear();
-                if let Phase::Committing { out, writes, .. } | Phase::Leasing { out, writes, .. } =
-                    phase
-                {
-                    return self.next_write_phase(env, out, writes);
+                match phase {
+                    Phase::Committing { out, writes, .. } => {
+                        let writes = writes.into_iter().map(|(w, _)| w).collect();
+                        return self.next_write_phase(env, out, writes);
+                    }
+                    Phase::Leasing { out, writes, .. } => {
+                        return self.next_write_phase(env, out, writes);
+                    }
+                    other => return self.give_up(env, step, other, Fault::LeaseNotFound),
                 }
             }
             Fault::BadCredentials => {
                 env.session.token = None;
+                env.session.credentials_refused_until =
+                    env.now + REFUSED_CREDENTIALS_BACKOFF_SECONDS;
                 let logged = env.session.credentials_logged_at;
                 if logged.is_none_or(|at| env.now >= at + 60) {
                     env.session.credentials_logged_at = Some(env.now);
@@ -386,6 +445,17 @@ impl<T> Op<T> {
             }
             _ => {}
         }
+        self.give_up(env, step, phase, fault)
+    }
+
+    /// The call for `phase` failed for good: the step hears it.
+    fn give_up(
+        &mut self,
+        env: &mut Env<'_>,
+        step: &mut dyn FnMut(&mut dyn StoreView) -> T,
+        phase: Phase<T>,
+        fault: Fault,
+    ) -> Progress<T> {
         let why = fault.describe();
         log::warn!("etcd store: {why}");
         self.down = Some(why.clone());

@@ -217,6 +217,7 @@ struct World {
     local: MemoryKv,
     session: Session,
     now: u64,
+    writes_allowed: bool,
 }
 
 impl World {
@@ -227,6 +228,7 @@ impl World {
             local: MemoryKv::new(),
             session: Session::default(),
             now: 1_000_000,
+            writes_allowed: true,
         }
     }
 
@@ -238,6 +240,7 @@ impl World {
             now: self.now,
             local: &mut self.local,
             session: &mut self.session,
+            writes_allowed: self.writes_allowed,
         };
         let mut progress = op.drive(&mut env, &mut step);
         for _ in 0..50 {
@@ -436,6 +439,7 @@ fn an_answer_that_cannot_be_read_is_an_error_never_no_value() {
             now: 1,
             local: &mut local,
             session: &mut session,
+            writes_allowed: true,
         };
         let mut step = |v: &mut dyn StoreView| get(v, "p/a/1");
         let mut op = Op::new(true);
@@ -501,4 +505,68 @@ fn a_lost_lease_is_granted_again() {
     assert_eq!(w.etcd.value("p/a/2"), Some(b"2".to_vec()));
     let lease = w.etcd.kvs[&b"p/a/2".to_vec()].3;
     assert!(w.etcd.leases.contains(&lease));
+}
+
+#[test]
+fn nothing_is_written_once_randomness_failed() {
+    let mut w = World::new();
+    w.writes_allowed = false;
+    let out = w.run(true, |v| v.set("p/a/1", Some(b"v".to_vec()), 0, 0));
+    assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+    assert!(
+        w.etcd.calls.is_empty(),
+        "no call at all: {:?}",
+        w.etcd.calls
+    );
+}
+
+#[test]
+fn after_a_refused_password_etcd_is_left_alone_for_a_while() {
+    let mut w = World::new();
+    w.settings = settings(Some(("filter", "wrong")));
+    w.etcd.auth = Some(("filter".into(), "s3cret".into()));
+    assert!(w.run(true, |v| get(v, "p/a/1")).is_err());
+    assert_eq!(w.etcd.calls.len(), 1);
+    w.now += 5;
+    assert!(w.run(true, |v| get(v, "p/a/1")).is_err());
+    assert_eq!(w.etcd.calls.len(), 1, "backing off");
+    w.now += 6;
+    assert!(w.run(true, |v| get(v, "p/a/1")).is_err());
+    assert_eq!(w.etcd.calls.len(), 2, "tried again");
+}
+
+#[test]
+fn running_out_of_conflict_retries_is_unavailable_not_a_change() {
+    let mut w = World::new();
+    w.etcd.put("p/a/1", b"0");
+    let mut runs = 0;
+    let out = w.run(true, |v| {
+        runs += 1;
+        let (_, version) = v.get("p/a/1")?.unwrap();
+        // A version nobody holds: every commit conflicts.
+        v.set("p/a/1", Some(b"x".to_vec()), version, 0)?;
+        v.set("p/b/1", Some(b"y".to_vec()), version + 1000, 0)
+    });
+    assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+    assert!(runs > 8);
+}
+
+#[test]
+fn long_ttls_share_coarse_leases() {
+    let mut w = World::new();
+    let now = w.now;
+    for i in 0..30u64 {
+        // Writes a minute apart, expiring in 30 days.
+        w.now = now + i * 60;
+        let exp = w.now + 30 * 86_400;
+        w.run(true, |v| {
+            v.set(&format!("p/g/{i}"), Some(b"g".to_vec()), 0, exp)
+        })
+        .unwrap();
+    }
+    assert!(w.etcd.leases.len() <= 2, "{} leases", w.etcd.leases.len());
+    for i in 0..30u64 {
+        let lease = w.etcd.kvs[format!("p/g/{i}").as_bytes()].3;
+        assert!(w.etcd.leases.contains(&lease), "every put is leased");
+    }
 }
