@@ -226,7 +226,10 @@ demo-ha-down:
 demo-ha-restart: wasm venv
 	$(VENV_PY) envoy-demo/stack_ha.py restart
 
+# harness.demo expects alice to meet the upstream's consent page, as on a
+# fresh stack; etcd keeps her upstream token, so reset-upstream forgets it first.
 demo-ha-check: venv
+	$(VENV_PY) envoy-demo/stack_ha.py reset-upstream
 	cd tests/e2e && $(CURDIR)/$(VENV_PY) -m harness.demo --seconds $(DEMO_HA_CHECK_SECONDS) \
 		--listen-port $(DEMO_PORT) --mcp-port $(MCP_PORT) --admin-port $(ADMIN_PORT) \
 		--idp-port $(IDP_PORT) --upstream-port $(UPSTREAM_PORT)

@@ -360,15 +360,26 @@ def stop_pid(pid: int, name: str) -> None:
             print(f"{name} (pid {pid}) ignored SIGTERM; killing it", file=sys.stderr)
 
 
-def wait_ready(procs: dict[str, subprocess.Popen], args, logs: dict[str, Path] | None) -> None:
-    checks = {
+def envoy_ready(admin_port: int, listen_port: int) -> bool:
+    """Envoy's admin says LIVE and its listener accepts connections."""
+    return http_get(f"http://127.0.0.1:{admin_port}/ready") == (200, "LIVE\n") and port_in_use(listen_port)
+
+
+def ready_checks(args) -> dict:
+    """Readiness of each service of the demo (envoy-demo/stack_ha.py uses the first three too)."""
+    return {
         "idp": lambda: http_get(f"http://127.0.0.1:{args.idp_port}/.well-known/openid-configuration")[0] == 200,
         "upstream": lambda: http_get(f"http://127.0.0.1:{args.upstream_port}/healthz")[0] == 200,
         "mcp_server": lambda: http_get(f"http://127.0.0.1:{args.mcp_port}/healthz")[0] == 200,
-        "envoy": lambda: http_get(f"http://127.0.0.1:{args.admin_port}/ready") == (200, "LIVE\n")
-        and port_in_use(args.listen_port),
+        "envoy": lambda: envoy_ready(args.admin_port, args.listen_port),
     }
-    for name in SERVICES:
+
+
+def wait_ready(procs: dict[str, subprocess.Popen], args, logs: dict[str, Path] | None,
+               checks: dict | None = None, names=SERVICES) -> None:
+    """Waits for each of names in turn (checks: ready_checks(args) unless given)."""
+    checks = checks or ready_checks(args)
+    for name in names:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if procs[name].poll() is not None:
@@ -385,22 +396,14 @@ def wait_ready(procs: dict[str, subprocess.Popen], args, logs: dict[str, Path] |
             time.sleep(0.1)
 
 
-def launch(args, background: bool) -> dict[str, subprocess.Popen]:
+def check_prerequisites() -> None:
     if not WASM.exists():
         raise StackError(f"{WASM.relative_to(REPO)} is missing: run `make wasm` first")
     if not IDP_MODULES.is_dir():
         raise StackError(f"{IDP_MODULES.relative_to(REPO)} is missing: run `make idp-deps` first")
-    for what, port in (("listener", args.listen_port), ("MCP server", args.mcp_port), ("admin", args.admin_port),
-                       ("IdP", args.idp_port), ("upstream provider", args.upstream_port)):
-        if port_in_use(port):
-            raise StackError(
-                f"port {port} ({what}) is already in use: is the demo running (make demo-down)? "
-                "Ports can be changed with DEMO_PORT, MCP_PORT, ADMIN_PORT, IDP_PORT and UPSTREAM_PORT."
-            )
-    state = args.state_dir
-    config_path = state / "envoy.yaml"
-    config = write_config(args)
-    upstream_id, upstream_secret = upstream_client(config)
+
+
+def check_upstream_token_ttl(args, config: dict) -> None:
     for route in plugin_configuration(config).get("routes", []):
         up = route.get("mcp", {}).get("server", {}).get("upstream_oauth2")
         skew = (up or {}).get("refresh_skew_seconds", 60)
@@ -409,6 +412,14 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
                 f"upstream tokens living {args.upstream_token_ttl} s would be refreshed on every request: route "
                 f"{route.get('name')} refreshes them {skew} s before they expire (--upstream-refresh-skew)"
             )
+
+
+def support_commands(args, config: dict) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """The command lines of the IdP, the upstream provider and the MCP server,
+    and the environments of the first two (with the secrets they must share
+    with the filter), for the Envoy bootstrap config whose public origin is
+    http://127.0.0.1:<args.listen_port>."""
+    upstream_id, upstream_secret = upstream_client(config)
     idp_env = {
         **os.environ,
         "PORT": str(args.idp_port),
@@ -420,8 +431,6 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
         "idp": idp_env,
         "upstream": {**os.environ, "GH_CLIENT_ID": upstream_id, "GH_CLIENT_SECRET": upstream_secret},
     }
-
-    logs = {name: state / f"{name}.log" for name in SERVICES} if background else None
     argv = {
         "idp": [os.environ.get("NODE", "node"), str(IDP_SCRIPT)],
         # --test-api: GET /_test/state shows the refreshes happening (a demo: it shows tokens too).
@@ -430,13 +439,35 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
                      "--expires-in", str(args.upstream_token_ttl), "--test-api"],
         "mcp_server": [sys.executable, str(DEMO_DIR / "mcp_server.py"), "--port", str(args.mcp_port),
                        "--upstream-user-url", f"http://127.0.0.1:{args.upstream_port}/user"],
-        # --disable-hot-restart: with hot restart on, Envoy 1.40 gets SIGTERM
-        # when the process that started it exits, which would end `up` at once.
-        "envoy": [
-            envoy_binary(), "-c", str(config_path), "--concurrency", "2",
-            "--base-id", str(args.base_id), "--disable-hot-restart", "--log-level", "info",
-        ],
     }
+    return argv, envs
+
+
+def envoy_argv(config_path: Path, base_id: int, concurrency: int = 2) -> list[str]:
+    # --disable-hot-restart: with hot restart on, Envoy 1.40 gets SIGTERM
+    # when the process that started it exits, which would end `up` at once.
+    return [
+        envoy_binary(), "-c", str(config_path), "--concurrency", str(concurrency),
+        "--base-id", str(base_id), "--disable-hot-restart", "--log-level", "info",
+    ]
+
+
+def launch(args, background: bool) -> dict[str, subprocess.Popen]:
+    check_prerequisites()
+    for what, port in (("listener", args.listen_port), ("MCP server", args.mcp_port), ("admin", args.admin_port),
+                       ("IdP", args.idp_port), ("upstream provider", args.upstream_port)):
+        if port_in_use(port):
+            raise StackError(
+                f"port {port} ({what}) is already in use: is the demo running (make demo-down)? "
+                "Ports can be changed with DEMO_PORT, MCP_PORT, ADMIN_PORT, IDP_PORT and UPSTREAM_PORT."
+            )
+    state = args.state_dir
+    config_path = state / "envoy.yaml"
+    config = write_config(args)
+    check_upstream_token_ttl(args, config)
+    argv, envs = support_commands(args, config)
+    argv["envoy"] = envoy_argv(config_path, args.base_id)
+    logs = {name: state / f"{name}.log" for name in SERVICES} if background else None
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name in SERVICES:
@@ -452,8 +483,9 @@ def launch(args, background: bool) -> dict[str, subprocess.Popen]:
     return procs
 
 
-def stop_all(procs: dict[str, subprocess.Popen], pid_dir: Path | None) -> None:
-    for name in reversed(SERVICES):
+def stop_all(procs: dict[str, subprocess.Popen], pid_dir: Path | None, names=SERVICES) -> None:
+    """Stops procs in the reverse of names (their start order)."""
+    for name in reversed(names):
         if name in procs:
             stop_pid(procs[name].pid, name)
             if pid_dir is not None:
