@@ -6,23 +6,35 @@
 //!
 //! # Layout
 //!
-//! One request's life is a machine in the pure core: the host hands it an
-//! event and the request's stage, and carries out the effects it returns.
-//! Nothing outside [`host`] touches proxy-wasm, so everything else is
-//! tested natively (`cargo test`) and on a wasm engine.
+//! One request's life is a machine in the pure core: `flow::handle` takes
+//! the request's stage and an event (headers, body, trailers, a call's
+//! answer, a wake-up, the response's headers and body) and returns the next
+//! stage and the commands to carry out (reply, change a header, make a
+//! call, read or replace a body, log). Store reads and writes go through
+//! the step's transaction: shared data answers at once, etcd answers in a
+//! callback and the step runs again with what was read, its writes
+//! committed only by the run that counts. Nothing outside [`host`] touches
+//! proxy-wasm, so everything else is tested natively (`cargo test`, whose
+//! fake host in `tests/common` drives the same `flow::handle`) and on a
+//! wasm engine.
 //!
 //! * [`host`]: the only code that talks to proxy-wasm. `root` (configuration,
 //!   the maintenance tick, upstream refreshes, waking parked requests),
-//!   `http` (one request: events in, effects carried out), `store_steps`
-//!   (runs a core step on the configured store, waiting for etcd's answers
-//!   when it must), `calls`, `shared_data`, `abi` (non-panicking ABI
-//!   wrappers), `random`, `logger`.
-//! * [`flow`]: the machine. `mod.rs` has the stages, events and effects;
-//!   `protect` checks the access token on MCP requests, `inspect` judges
-//!   their bodies and filters `tools/list` answers, `signin` is the browser
-//!   part (authorize, IdP callback, consent, upstream callback), `tokens`
-//!   the `/token`, `/revoke` and `/register` endpoints, `upstream` the
-//!   upstream token (inject, park, single-flight refresh).
+//!   `http` (one request: callbacks become events), `executor` (carries out
+//!   commands, for every context), `store_steps` (runs a core step on the
+//!   configured store, waiting for etcd's answers when it must), `waiters`
+//!   (parked requests' machines, refreshes to start, tokens in use),
+//!   `calls`, `shared_data`, `abi` (non-panicking ABI wrappers), `random`,
+//!   `logger`.
+//! * [`flow`]: the machine. `mod.rs` has the stages, commands and steps;
+//!   `machine` the events, `handle` and the body limits; `protect` checks
+//!   the access token on MCP requests, `inspect` judges their bodies,
+//!   `answer` handles the MCP server's answer (refused upstream token,
+//!   CORS, the `tools/list` rewrite); `signin` is the browser part, one file
+//!   per endpoint (`authorize`, `idp_callback`, `consent`, and `waits` for
+//!   the answers they wait for); `tokens` the `/token`, `/revoke` and
+//!   `/register` endpoints; `upstream` the upstream token (its callback,
+//!   inject, park, single-flight refresh).
 //! * [`store`]: state shared by workers and replicas. `txn` (what a step
 //!   reads and writes), `vault` (typed, sealed, expiring values), `shared`
 //!   (the shared-data backend), `etcd` (the etcd backend and its per-Envoy

@@ -7,7 +7,7 @@ mod common;
 
 use mcp_oauth_filter::config::Config;
 use mcp_oauth_filter::env::TestRandom;
-use mcp_oauth_filter::flow::{self, Effect, Filter, Next, RequestHead, Stage, Step};
+use mcp_oauth_filter::flow::{self, Command, Filter, Next, RequestHead, Stage, Step};
 use mcp_oauth_filter::reply::Reply;
 use mcp_oauth_filter::store::MemoryKv;
 use serde_json::{Value, json};
@@ -46,15 +46,19 @@ fn run(f: &Filter, head: &RequestHead) -> Step {
     let mut kv = MemoryKv::new();
     let mut random = TestRandom::new(7);
     common::run_core(f, &mut kv, &mut random, 1_000_000, |ctx| {
-        flow::on_request_headers(ctx, head)
+        flow::handle(
+            ctx,
+            &Stage::Start,
+            &flow::Event::RequestHeaders(head.clone()),
+        )
     })
 }
 
 fn reply_of(step: &flow::Step) -> &Reply {
     assert_eq!(step.next, Next::Stop);
     assert_eq!(step.stage, Stage::Answered);
-    match step.effects.as_slice() {
-        [Effect::SendReply(r)] => r,
+    match step.commands.as_slice() {
+        [Command::Reply(r)] => r,
         other => panic!("expected one reply, got {other:?}"),
     }
 }
@@ -334,12 +338,21 @@ fn with_passthrough_other_hosts_go_on_untouched() {
         );
         assert_eq!(step.stage, Stage::Passthrough);
         assert_eq!(step.next, Next::Continue);
-        assert!(step.effects.is_empty());
+        assert!(step.commands.is_empty());
         let (mut kv, mut random) = (MemoryKv::new(), TestRandom::new(1));
-        let effects = common::run_core(&f, &mut kv, &mut random, 1_000_000, |ctx| {
-            flow::on_response_headers(ctx, &step.stage, 200, None, false)
+        let head = flow::ResponseHead {
+            status: 200,
+            ..Default::default()
+        };
+        let answer = common::run_core(&f, &mut kv, &mut random, 1_000_000, |ctx| {
+            flow::handle(
+                ctx,
+                &step.stage,
+                &flow::Event::ResponseHeaders(head.clone()),
+            )
         });
-        assert!(effects.is_empty());
+        assert!(answer.commands.is_empty());
+        assert_eq!(answer.next, Next::Continue);
     }
     // Ambiguous spellings that may mean a route's host stay refused...
     for authority in [

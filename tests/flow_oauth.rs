@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use jsonwebtoken::Algorithm;
 use mcp_oauth_filter::crypto;
-use mcp_oauth_filter::flow::Effect;
+use mcp_oauth_filter::flow::Command;
 use serde_json::{Value, json};
 
 #[test]
@@ -46,10 +46,10 @@ fn full_flow_registration_sign_in_consent_token_and_mcp_request() {
             Done::Forward(effects) => assert_eq!(
                 effects,
                 vec![
-                    Effect::RemoveRequestHeader("authorization"),
+                    Command::RemoveRequestHeader("authorization"),
                     // The browser session cookie never reaches the MCP server.
-                    Effect::RemoveRequestHeader("cookie"),
-                    Effect::RemoveRequestHeader("accept-encoding"),
+                    Command::RemoveRequestHeader("cookie"),
+                    Command::RemoveRequestHeader("accept-encoding"),
                 ]
             ),
             other => panic!("{other:?}"),
@@ -705,4 +705,36 @@ fn control_characters_never_reach_a_location_header() {
     assert_eq!(r.status, 400);
     assert!(r.header_value("location").is_none());
     assert!(r.headers.iter().all(|(n, _)| n != "set-cookie"));
+}
+
+#[test]
+fn the_machine_logs_what_it_did_and_never_a_token() {
+    let mut w = World::new(json!({}));
+    let (client, tokens) = w.redeemed();
+    let te = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+    // Reusing a rotated refresh token is logged as reuse (and revokes the grant).
+    let rotate = |w: &mut World, token: &str| {
+        w.post_form(
+            "/.oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("client_id", &client),
+            ],
+        )
+        .json()
+    };
+    let (status, _) = rotate(&mut w, &refresh);
+    assert_eq!(status, 200);
+    w.now += 3600;
+    let (status, _) = rotate(&mut w, &refresh);
+    assert_eq!(status, 400);
+    let logs = w.logs.join("\n");
+    assert!(logs.contains("signed in: user"), "{logs}");
+    assert!(logs.contains("issued tokens: user"), "{logs}");
+    assert!(logs.contains("refresh token reuse"), "{logs}");
+    for secret in [te.as_str(), refresh.as_str(), "idp-secret"] {
+        assert!(!logs.contains(secret), "a secret reached the log: {logs}");
+    }
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use mcp_oauth_filter::flow::{self, HEADER_MISMATCH, POLICY_DENIED};
+use mcp_oauth_filter::flow::{self, Command, HEADER_MISMATCH, POLICY_DENIED};
 use serde_json::{Value, json};
 
 const SEED: &str = "http://127.0.0.1:10000/seed";
@@ -234,7 +234,6 @@ fn tools_list_answers_show_only_allowed_tools() {
         Done::Forward(_)
     ));
     let stage = w.last_stage.clone().unwrap();
-    assert!(flow::filters_tools_list(&stage));
     let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "whoami"}, {"name": "echo"}, {"name": "admin_reset"}]}});
     let out: Value = serde_json::from_slice(
         &flow::filter_tools_json(&w.filter.config, &stage, answer.to_string().as_bytes()).unwrap(),
@@ -252,6 +251,91 @@ fn tools_list_answers_show_only_allowed_tools() {
     assert_eq!(used, sse.len());
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("echo") && !text.contains("admin_reset"));
+}
+
+fn tools_answer(id: u64) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{"name": "whoami"}, {"name": "echo"}, {"name": "admin_reset"}]}}).to_string()
+}
+
+fn tools_list_forwarded(id: u64) -> World {
+    let (mut w, te) = alice();
+    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+    assert!(matches!(w.rpc("/seed", &te, &body, &[]), Done::Forward(_)));
+    w
+}
+
+#[test]
+fn a_json_tools_list_answer_is_held_whole_and_rewritten() {
+    for trailers in [false, true] {
+        let mut w = tools_list_forwarded(5);
+        let answer = tools_answer(5);
+        let (a, b) = answer.as_bytes().split_at(20);
+        let (out, commands) = w.respond(
+            &[
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-length", "99"),
+            ],
+            &[a, b],
+            trailers,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("echo") && !text.contains("admin_reset"),
+            "{trailers}: {text}"
+        );
+        assert!(commands.contains(&Command::RemoveResponseHeader("content-length")));
+    }
+}
+
+#[test]
+fn an_event_stream_tools_list_answer_is_rewritten_across_chunks_and_trailers() {
+    for trailers in [false, true] {
+        let mut w = tools_list_forwarded(6);
+        let sse = format!("event: message\ndata: {}\n\n", tools_answer(6));
+        // Cut inside the data line: the first chunk holds no complete event.
+        let (a, b) = sse.as_bytes().split_at(40);
+        let (out, _) = w.respond(
+            &[(":status", "200"), ("content-type", "text/event-stream")],
+            &[a, b],
+            trailers,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("echo") && !text.contains("admin_reset"),
+            "{trailers}: {text}"
+        );
+    }
+    // An event the stream ends in, unterminated, is judged too.
+    let mut w = tools_list_forwarded(7);
+    let sse = format!("data: {}", tools_answer(7));
+    let (out, _) = w.respond(
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        &[sse.as_bytes()],
+        true,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("admin_reset"), "{text}");
+}
+
+#[test]
+fn an_answer_to_other_requests_is_left_alone() {
+    let (mut w, te) = alice();
+    assert!(matches!(
+        w.rpc("/seed", &te, &call(1, "echo"), &[]),
+        Done::Forward(_)
+    ));
+    let answer = tools_answer(1);
+    let (out, commands) = w.respond(
+        &[(":status", "200"), ("content-type", "application/json")],
+        &[answer.as_bytes()],
+        true,
+    );
+    assert_eq!(out, answer.as_bytes());
+    assert!(!commands.iter().any(|c| matches!(
+        c,
+        Command::ReplaceResponseBody { .. } | Command::ReadResponseBody { .. }
+    )));
 }
 
 #[test]
@@ -273,6 +357,12 @@ fn methods_outside_streamable_http_are_refused() {
     }
 }
 
+/// The world again, with the same tools/list request forwarded last.
+fn w_again(w: &mut World) -> World {
+    let _ = w;
+    tools_list_forwarded(9)
+}
+
 #[test]
 fn an_unreadable_tools_list_answer_is_withheld() {
     let (mut w, te) = alice();
@@ -285,8 +375,52 @@ fn an_unreadable_tools_list_answer_is_withheld() {
         ),
         Done::Forward(_)
     ));
+    for (headers, trailers) in [
+        (
+            vec![
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            false,
+        ),
+        (
+            vec![
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-encoding", "br"),
+            ],
+            true,
+        ),
+        (
+            vec![(":status", "200"), ("content-type", "text/plain")],
+            false,
+        ),
+    ] {
+        let mut w = w_again(&mut w);
+        let answer = tools_answer(9);
+        let (out, commands) = w.respond(
+            &headers,
+            &[b"\x1f\x8b garbage", answer.as_bytes()],
+            trailers,
+        );
+        assert!(commands.contains(&Command::RemoveResponseHeader("content-encoding")));
+        let body: Value = serde_json::from_slice(&out)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out)));
+        assert_eq!(body["id"], 9);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("withheld")
+        );
+    }
+    // The same through the core's function, for the id.
     let stage = w.last_stage.clone().unwrap();
-    let body: Value = serde_json::from_slice(&flow::withheld_tools_list(&stage)).unwrap();
+    let body: Value = serde_json::from_slice(
+        &flow::filter_tools_json(&w.filter.config, &stage, b"not json").unwrap(),
+    )
+    .unwrap();
     assert_eq!(body["id"], 9);
     assert!(
         body["error"]["message"]

@@ -6,20 +6,20 @@
 mod common;
 
 use common::*;
-use mcp_oauth_filter::flow::{Effect, Next, Stage};
+use mcp_oauth_filter::flow::{Command, Next, Stage};
 use serde_json::json;
 
 const GH: &str = "http://127.0.0.1:10000/gh";
 
 fn injected(done: Done) -> String {
     match done {
-        Done::Forward(effects) => {
+        Done::Forward(commands) => {
             // The browser session cookie never reaches the MCP server.
             assert!(
-                effects.contains(&Effect::RemoveRequestHeader("cookie")),
-                "{effects:?}"
+                commands.contains(&Command::RemoveRequestHeader("cookie")),
+                "{commands:?}"
             );
-            authorization_of(&effects)
+            authorization_of(&commands)
         }
         Done::Reply(r) => panic!(
             "expected forwarding, got {} {}",
@@ -30,16 +30,16 @@ fn injected(done: Done) -> String {
 }
 
 /// The upstream token a forwarded request carries.
-fn authorization_of(effects: &[Effect]) -> String {
-    effects
+fn authorization_of(commands: &[Command]) -> String {
+    commands
         .iter()
         .find_map(|e| match e {
-            Effect::SetRequestHeader("authorization", v) => {
+            Command::SetRequestHeader("authorization", v) => {
                 Some(v.strip_prefix("Bearer ").unwrap().to_string())
             }
             _ => None,
         })
-        .unwrap_or_else(|| panic!("no upstream token in {effects:?}"))
+        .unwrap_or_else(|| panic!("no upstream token in {commands:?}"))
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn consent_at_the_provider_then_the_token_is_injected() {
     // A route without upstream_oauth2 gets no Authorization at all.
     let plain = w.tokens_for("http://127.0.0.1:10000/mcp");
     match w.mcp("/mcp", plain["access_token"].as_str().unwrap()) {
-        Done::Forward(e) => assert_eq!(e[0], Effect::RemoveRequestHeader("authorization")),
+        Done::Forward(e) => assert_eq!(e[0], Command::RemoveRequestHeader("authorization")),
         other => panic!("{other:?}"),
     }
 }
@@ -107,9 +107,9 @@ fn an_expired_token_waits_for_the_refresh_a_good_one_does_not() {
         "{:?}",
         first.stage
     );
-    assert_eq!(authorization_of(&first.effects), "ghu_1");
+    assert_eq!(authorization_of(&first.commands), "ghu_1");
     assert!(
-        matches!(first.effects[0], Effect::StartRefresh(_)),
+        matches!(first.commands[0], Command::StartRefresh(_)),
         "the refresh is handed over before anything else can fail"
     );
     // While it runs, others go on with the current token and start no second one.
@@ -132,8 +132,8 @@ fn an_expired_token_waits_for_the_refresh_a_good_one_does_not() {
     assert!(w.finish_refresh(job, &answer).is_none());
     let woken = w.wake(&waiter).expect("woken");
     assert_eq!(
-        woken.effects[0],
-        Effect::SetRequestHeader("authorization", "Bearer ghu_2".into())
+        woken.commands[0],
+        Command::SetRequestHeader("authorization", "Bearer ghu_2".into())
     );
     assert_eq!(w.up.refreshes(), 1);
 }
@@ -163,8 +163,8 @@ fn concurrent_requests_share_one_refresh() {
         let woken = w.wake(o).expect("woken");
         assert_eq!(woken.next, Next::Continue);
         assert_eq!(
-            woken.effects[0],
-            Effect::SetRequestHeader("authorization", "Bearer ghu_2".into())
+            woken.commands[0],
+            Command::SetRequestHeader("authorization", "Bearer ghu_2".into())
         );
     }
     assert_eq!(w.up.refreshes(), 1);
@@ -181,8 +181,8 @@ fn a_waiter_gives_up_after_its_deadline_but_the_refresh_goes_on() {
     w.now += 6;
     for step in [&holder, &waiter] {
         let r = w.wake(step).expect("timed out");
-        match &r.effects[0] {
-            Effect::SendReply(reply) => {
+        match &r.commands[0] {
+            Command::Reply(reply) => {
                 assert_eq!(reply.status, 503);
                 assert!(reply.header_value("retry-after").is_some());
             }
@@ -209,8 +209,8 @@ fn a_refresh_whose_outcome_is_unknown_costs_nothing() {
     // No answer within the refresh timeout (Envoy reports it as no headers).
     w.finish_refresh(job, &mcp_oauth_filter::outbound::CallResponse::failed());
     let r = w.wake(&waiter).expect("told");
-    let reply = match &r.effects[0] {
-        Effect::SendReply(reply) => reply.clone(),
+    let reply = match &r.commands[0] {
+        Command::Reply(reply) => reply.clone(),
         other => panic!("{other:?}"),
     };
     assert_eq!(reply.status, 503);
@@ -245,8 +245,8 @@ fn tokens_in_use_are_refreshed_before_they_are_needed() {
         "no refresh on the request path"
     );
     assert_eq!(
-        step.effects[0],
-        Effect::SetRequestHeader("authorization", "Bearer ghu_2".into())
+        step.commands[0],
+        Command::SetRequestHeader("authorization", "Bearer ghu_2".into())
     );
 }
 
@@ -360,15 +360,13 @@ fn mcp_server_refusing_the_token_restarts_consent() {
     let mut w = World::new(json!({}));
     let te = w.access_token_for(GH);
     let step = w.start_mcp("/gh", &te);
-    let effects = w.core(|ctx| {
-        mcp_oauth_filter::flow::on_response_headers(ctx, &step.stage, 401, Some("Bearer"), false)
-    });
+    let effects = w.response_headers(&step.stage, 401, Some("Bearer"));
     assert_eq!(
         effects[0],
-        Effect::SetResponseHeader(":status", "401".into())
+        Command::SetResponseHeader(":status", "401".into())
     );
     assert!(
-        matches!(&effects[1], Effect::SetResponseHeader("www-authenticate", v) if v.contains("resource_metadata"))
+        matches!(&effects[1], Command::SetResponseHeader("www-authenticate", v) if v.contains("resource_metadata"))
     );
     // The token is forgotten: the next request gets the challenge.
     assert_eq!(w.mcp("/gh", &te).reply().status, 401);
@@ -411,14 +409,12 @@ fn a_refusal_of_the_old_token_keeps_the_one_a_refresh_just_stored() {
     w.now += w.up.ttl - 30;
     // Sent with ghu_1 while a refresh runs beside it...
     let first = w.start_mcp("/gh", &te);
-    assert_eq!(authorization_of(&first.effects), "ghu_1");
+    assert_eq!(authorization_of(&first.commands), "ghu_1");
     let job = World::refresh_of(&first).unwrap();
     let answer = w.up.answer(&job.call, w.now);
     w.finish_refresh(job, &answer);
     // ...which stored ghu_2 before the MCP server answered 401 for ghu_1.
-    let effects = w.core(|ctx| {
-        mcp_oauth_filter::flow::on_response_headers(ctx, &first.stage, 401, None, false)
-    });
+    let effects = w.response_headers(&first.stage, 401, None);
     assert!(!effects.is_empty(), "the client still gets the challenge");
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
 }

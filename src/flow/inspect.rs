@@ -32,7 +32,7 @@ fn rpc_error(status: u32, id: Value, code: i64, message: String) -> Reply {
 fn refuse(step_reply: Reply) -> Step {
     Step {
         stage: Stage::Answered,
-        effects: vec![super::Effect::SendReply(step_reply)],
+        commands: vec![super::Command::Reply(step_reply)],
         next: Next::Stop,
     }
 }
@@ -166,19 +166,16 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
                 }
             };
             if settings.audit {
-                log::info!(
-                    "{}",
-                    audit::message(
-                        route_cfg,
-                        user,
-                        e.method.as_deref(),
-                        e.tool.as_deref(),
-                        e.arguments.as_ref(),
-                        allowed,
-                        &rule,
-                        settings.audit_arguments
-                    )
-                );
+                ctx.info(audit::message(
+                    route_cfg,
+                    user,
+                    e.method.as_deref(),
+                    e.tool.as_deref(),
+                    e.arguments.as_ref(),
+                    allowed,
+                    &rule,
+                    settings.audit_arguments,
+                ));
             }
             (allowed, rule)
         })
@@ -197,8 +194,9 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
             user: passage.user.clone(),
             inspect: None,
             tools_list,
-            header_effects: Vec::new(),
+            header_commands: Vec::new(),
             upstream_token: passage.upstream_token.clone(),
+            rewrite: None,
         };
         return Step {
             stage: Stage::Forwarded {
@@ -207,7 +205,7 @@ pub(super) fn judge(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
                 allow_origin: allow_origin.clone(),
                 passage,
             },
-            effects: Vec::new(),
+            commands: Vec::new(),
             next: Next::Continue,
         };
     }

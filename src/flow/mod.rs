@@ -3,7 +3,9 @@
 //! effects to carry out. The core never calls the host; time, randomness
 //! and the store come in through [`Ctx`].
 
+mod answer;
 mod inspect;
+mod machine;
 mod protect;
 mod signin;
 mod tokens;
@@ -22,10 +24,9 @@ use crate::reply::{Failure, Reply, reply_for};
 use crate::routing::{Endpoint, Placement, RouteTable};
 use crate::store::{StoreView, Vault};
 
-pub use inspect::{
-    HEADER_MISMATCH, POLICY_DENIED, filter_tools_json, filter_tools_sse, filters_tools_list,
-    finish_tools_sse, withheld_tools_list,
-};
+pub use answer::Rewrite;
+pub use inspect::{HEADER_MISMATCH, POLICY_DENIED, filter_tools_json, filter_tools_sse};
+pub use machine::{Event, MAX_HELD_RESPONSE_BYTES, ResponseHead, handle};
 pub use signin::Wait;
 pub use upstream::{Parked, RefreshJob, proactive_refresh, refresh_answer};
 
@@ -90,6 +91,16 @@ pub struct Ctx<'a> {
     pub now: u64,
     pub random: &'a mut dyn Random,
     pub kv: &'a mut dyn StoreView,
+    /// Log lines of this run of the step. A step may run more than once
+    /// (etcd answers, conflicts); only its last run's lines are written.
+    pub notes: Vec<Note>,
+}
+
+/// A log line a step asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub level: log::Level,
+    pub line: String,
 }
 
 impl<'a> Ctx<'a> {
@@ -110,6 +121,27 @@ impl<'a> Ctx<'a> {
     /// The configuration, borrowed from the filter (not from the context).
     pub fn config(&self) -> &'a Config {
         &self.filter.config
+    }
+
+    pub fn info(&mut self, line: String) {
+        self.notes.push(Note {
+            level: log::Level::Info,
+            line,
+        });
+    }
+
+    pub fn warn(&mut self, line: String) {
+        self.notes.push(Note {
+            level: log::Level::Warn,
+            line,
+        });
+    }
+
+    pub fn error(&mut self, line: String) {
+        self.notes.push(Note {
+            level: log::Level::Error,
+            line,
+        });
     }
 }
 
@@ -209,10 +241,12 @@ pub struct Passage {
     /// Request header changes to make when the request goes on (the
     /// filter's own cookies removed, compression refused where an answer
     /// may need rewriting).
-    pub header_effects: Vec<Effect>,
+    pub header_commands: Vec<Command>,
     /// SHA-256 of the upstream token sent, so that the MCP server refusing
     /// it forgets that token only, not one a refresh stored meanwhile.
     pub upstream_token: Option<String>,
+    /// How the `tools/list` answer is being rewritten, once its headers came.
+    pub rewrite: Option<Rewrite>,
 }
 
 /// The request headers the body is checked against.
@@ -267,16 +301,43 @@ pub enum Stage {
 
 /// Work for the host to carry out, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    SendReply(Reply),
+pub enum Command {
+    /// Answer the request (the filter's own reply; nothing goes upstream).
+    Reply(Reply),
+    /// Request header changes: the request must not go on half-changed, so
+    /// if the host refuses one the request is answered with an error.
     RemoveRequestHeader(&'static str),
     SetRequestHeader(&'static str, String),
+    /// Response header changes: best effort, a refusal must not break the
+    /// response.
     SetResponseHeader(&'static str, String),
-    /// Make the call; its answer comes back as [`on_call_response`].
+    RemoveResponseHeader(&'static str),
+    /// Make the call; its answer comes back as [`Event::CallAnswer`].
     Dispatch(OutboundCall),
     /// Hand the refresh to the root context, which makes its call and gives
     /// the answer to [`refresh_answer`], whatever became of this request.
     StartRefresh(Box<RefreshJob>),
+    /// The user's upstream token went to the MCP server: the root context
+    /// refreshes tokens in use before they expire.
+    TokenInUse {
+        route: String,
+        sub: String,
+    },
+    /// Read the first `n` bytes of the request body; they come back as
+    /// [`Event::RequestBodyRead`]. Always the step's last command.
+    ReadRequestBody(usize),
+    /// Read up to `up_to` bytes of the response body held; they come back
+    /// as [`Event::ResponseBodyRead`]. Always the step's last command.
+    ReadResponseBody {
+        up_to: usize,
+        end_of_stream: bool,
+    },
+    /// Replace the first `len` bytes of the response body held.
+    ReplaceResponseBody {
+        len: usize,
+        with: Vec<u8>,
+    },
+    Log(Note),
 }
 
 /// Whether the host lets the request go on or holds it.
@@ -290,7 +351,7 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub stage: Stage,
-    pub effects: Vec<Effect>,
+    pub commands: Vec<Command>,
     pub next: Next,
 }
 
@@ -298,7 +359,7 @@ impl Step {
     fn pass() -> Self {
         Step {
             stage: Stage::Passthrough,
-            effects: Vec::new(),
+            commands: Vec::new(),
             next: Next::Continue,
         }
     }
@@ -307,7 +368,7 @@ impl Step {
     pub(crate) fn unchanged(stage: &Stage) -> Self {
         Step {
             stage: stage.clone(),
-            effects: Vec::new(),
+            commands: Vec::new(),
             next: Next::Continue,
         }
     }
@@ -315,7 +376,7 @@ impl Step {
     fn reply(reply: Reply) -> Self {
         Step {
             stage: Stage::Answered,
-            effects: vec![Effect::SendReply(reply)],
+            commands: vec![Command::Reply(reply)],
             next: Next::Stop,
         }
     }
@@ -327,7 +388,7 @@ pub(crate) enum Outcome {
     Call(OutboundCall, Box<Wait>),
     /// Forward to the MCP server; `sub`: the user, when an upstream token was injected.
     Forward {
-        effects: Vec<Effect>,
+        commands: Vec<Command>,
         sub: Option<String>,
         passage: Passage,
     },
@@ -362,7 +423,7 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
                 origin,
                 wait,
             },
-            effects: vec![Effect::Dispatch(call)],
+            commands: vec![Command::Dispatch(call)],
             next: Next::Stop,
         },
         Outcome::Park { parked, start } => Step {
@@ -371,31 +432,37 @@ fn finish(ctx: &Ctx<'_>, route: usize, origin: Option<String>, outcome: Outcome)
                 origin,
                 parked,
             },
-            effects: start.map(Effect::StartRefresh).into_iter().collect(),
+            commands: start.map(Command::StartRefresh).into_iter().collect(),
             next: Next::Stop,
         },
         Outcome::Forward {
-            mut effects,
+            mut commands,
             sub,
             passage,
-        } => Step {
-            stage: Stage::Forwarded {
-                route,
-                sub,
-                passage: {
-                    effects.extend(passage.header_effects.iter().cloned());
-                    passage
+        } => {
+            commands.extend(passage.header_commands.iter().cloned());
+            if let (Some(sub), Some(route)) = (&sub, ctx.config().routes.get(route)) {
+                commands.push(Command::TokenInUse {
+                    route: route.name.clone(),
+                    sub: sub.clone(),
+                });
+            }
+            Step {
+                stage: Stage::Forwarded {
+                    route,
+                    sub,
+                    passage,
+                    allow_origin: cors::allow_origin(&ctx.config().cors, origin.as_deref()),
                 },
-                allow_origin: cors::allow_origin(&ctx.config().cors, origin.as_deref()),
-            },
-            effects,
-            next: Next::Continue,
-        },
+                commands,
+                next: Next::Continue,
+            }
+        }
     }
 }
 
 /// The request's headers have arrived.
-pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
+fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
     let filter = ctx.filter;
     let routes = &filter.config.routes;
     let (route, endpoint) = match filter.routes.classify(
@@ -492,10 +559,10 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
                     // first. Should it be missing, the router may see the
                     // headers, so nothing that authenticates the request stays
                     // in them, and the path names no real endpoint.
-                    effects: vec![
-                        Effect::RemoveRequestHeader("authorization"),
-                        Effect::RemoveRequestHeader("cookie"),
-                        Effect::SetRequestHeader(
+                    commands: vec![
+                        Command::RemoveRequestHeader("authorization"),
+                        Command::RemoveRequestHeader("cookie"),
+                        Command::SetRequestHeader(
                             ":path",
                             "/.well-known/mcp-oauth-filter/pending".to_string(),
                         ),
@@ -513,8 +580,8 @@ pub fn on_request_headers(ctx: &mut Ctx<'_>, head: &RequestHead) -> Step {
     finish(ctx, route_index, origin, outcome)
 }
 
-/// The whole request body of one of the filter's endpoints has arrived.
-pub fn on_request_body(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
+/// The whole request body (or as much as the filter reads) has arrived.
+fn on_request_body(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
     if let Stage::Forwarded { passage, .. } = stage
         && passage.inspect.is_some()
     {
@@ -549,20 +616,8 @@ pub fn on_request_body(ctx: &mut Ctx<'_>, stage: &Stage, body: &[u8]) -> Step {
     finish(ctx, *route, origin, outcome)
 }
 
-/// The body grew past what the filter accepts for its endpoints.
-pub fn on_body_too_large(stage: &Stage) -> Option<Step> {
-    matches!(stage, Stage::ReadingBody { .. }).then(|| {
-        Step::reply(
-            OAuthError::invalid_request(format!(
-                "the request body is larger than {MAX_ENDPOINT_BODY_BYTES} bytes"
-            ))
-            .to_reply(),
-        )
-    })
-}
-
 /// The answer to an outside call arrived (status 0: the call failed).
-pub fn on_call_response(ctx: &mut Ctx<'_>, stage: &Stage, answer: &CallResponse) -> Step {
+fn on_call_response(ctx: &mut Ctx<'_>, stage: &Stage, answer: &CallResponse) -> Step {
     let Stage::Waiting {
         route,
         origin,
@@ -571,7 +626,7 @@ pub fn on_call_response(ctx: &mut Ctx<'_>, stage: &Stage, answer: &CallResponse)
     else {
         return Step {
             stage: stage.clone(),
-            effects: Vec::new(),
+            commands: Vec::new(),
             next: Next::Stop,
         };
     };
@@ -582,13 +637,20 @@ pub fn on_call_response(ctx: &mut Ctx<'_>, stage: &Stage, answer: &CallResponse)
             "The route of this request is gone.",
         ));
     };
-    let outcome = signin::resume(ctx, route_cfg, (**wait).clone(), answer);
+    let outcome = match (**wait).clone() {
+        Wait::UpstreamCode {
+            login,
+            code,
+            credentials,
+        } => upstream::code_answer(ctx, login, code, credentials, answer),
+        wait => signin::resume(ctx, route_cfg, wait, answer),
+    };
     finish(ctx, *route, origin.clone(), outcome)
 }
 
 /// A parked request's turn to look again (another request's refresh may
 /// have finished). `None`: keep waiting.
-pub fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
+fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
     let Stage::Parked {
         route,
         origin,
@@ -609,52 +671,6 @@ pub fn on_wake(ctx: &mut Ctx<'_>, stage: &Stage) -> Option<Step> {
         Outcome::Park { .. } => None,
         outcome => Some(finish(ctx, *route, origin.clone(), outcome)),
     }
-}
-
-/// The MCP server's response headers have arrived. `status` and
-/// `www_authenticate` are the server's; `has_allow_origin`: the server
-/// already set `Access-Control-Allow-Origin`.
-pub fn on_response_headers(
-    ctx: &mut Ctx<'_>,
-    stage: &Stage,
-    status: u32,
-    www_authenticate: Option<&str>,
-    has_allow_origin: bool,
-) -> Vec<Effect> {
-    let Stage::Forwarded {
-        route,
-        sub,
-        allow_origin,
-        passage,
-    } = stage
-    else {
-        return Vec::new();
-    };
-    let mut effects = Vec::new();
-    if let (Some(sub), Some(route_cfg)) = (sub, ctx.filter.config.routes.get(*route)) {
-        // The server refused the upstream token: revoked at the provider, or too few scopes.
-        let insufficient_scope =
-            status == 403 && www_authenticate.is_some_and(|w| w.contains("insufficient_scope"));
-        if status == 401 || insufficient_scope {
-            effects.extend(upstream::refused_by_server(
-                ctx,
-                route_cfg,
-                sub,
-                passage.upstream_token.as_deref(),
-            ));
-        }
-    }
-    if let Some(origin) = allow_origin.as_ref().filter(|_| !has_allow_origin) {
-        effects.push(Effect::SetResponseHeader(
-            "access-control-allow-origin",
-            origin.clone(),
-        ));
-        effects.push(Effect::SetResponseHeader(
-            "access-control-expose-headers",
-            cors::EXPOSE_HEADERS.to_string(),
-        ));
-    }
-    effects
 }
 
 /// The route serving `resource` on the origin of `route` (RFC 8707), if any.

@@ -1,7 +1,7 @@
 //! Requests to the MCP server: a valid access token of this route, for a
 //! grant that still stands, or the RFC 9728 challenge.
 
-use super::{Ctx, Effect, Inspection, Outcome, Passage, RequestHead, Stage, inspect, upstream};
+use super::{Command, Ctx, Inspection, Outcome, Passage, RequestHead, Stage, inspect, upstream};
 use crate::config::Route;
 use crate::oauth::access_token;
 use crate::oauth::clients::store_error;
@@ -48,7 +48,7 @@ pub(super) fn authorize_request(
     // A user the route admits for no message at all is told so (not sent round a sign-in loop).
     if !crate::policy::may_use_route(route, &grant.user) {
         let who = grant.user.email.as_deref().unwrap_or(&grant.user.sub);
-        log::info!("{}", crate::audit::route_refused(route, &grant.user));
+        ctx.info(crate::audit::route_refused(route, &grant.user));
         return OAuthError::access_denied(format!(
             "{who} is not allowed to use the MCP server {}",
             route.name
@@ -58,9 +58,9 @@ pub(super) fn authorize_request(
     }
     if !mcp {
         let mut effects = own_cookies_removed(route, head);
-        effects.push(Effect::RemoveRequestHeader("authorization"));
+        effects.push(Command::RemoveRequestHeader("authorization"));
         return Outcome::Forward {
-            effects,
+            commands: effects,
             sub: None,
             passage: Passage::default(),
         };
@@ -97,24 +97,25 @@ pub(super) fn authorize_request(
                 ..Passage::default()
             },
         };
-        if let Some(Effect::SendReply(reply)) =
-            inspect::judge(ctx, &stage, b"").effects.into_iter().next()
+        if let Some(Command::Reply(reply)) =
+            inspect::judge(ctx, &stage, b"").commands.into_iter().next()
         {
             return reply.into();
         }
     }
-    let mut header_effects = own_cookies_removed(route, head);
+    let mut header_commands = own_cookies_removed(route, head);
     if inspect.is_some() {
         // A tools/list answer must be readable to be filtered.
-        header_effects.push(Effect::RemoveRequestHeader("accept-encoding"));
+        header_commands.push(Command::RemoveRequestHeader("accept-encoding"));
     }
     let sub = grant.user.sub.clone();
     let passage = Passage {
         user: Some(Box::new(grant.user)),
         inspect,
         tools_list: Vec::new(),
-        header_effects,
+        header_commands,
         upstream_token: None,
+        rewrite: None,
     };
     // A request with an expired upstream token waits this long for the
     // refresh: at least refresh_wait_ms, at most a second more (the core's
@@ -159,7 +160,7 @@ fn check(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead) -> Result<Grant, 
 /// The `Cookie` header without the filter's own cookies: the MCP server
 /// must not get the browser session (it could act as the user at the
 /// consent page).
-fn own_cookies_removed(route: &Route, head: &RequestHead) -> Vec<Effect> {
+fn own_cookies_removed(route: &Route, head: &RequestHead) -> Vec<Command> {
     let Some(cookies) = head.cookies() else {
         return Vec::new();
     };
@@ -181,9 +182,9 @@ fn own_cookies_removed(route: &Route, head: &RequestHead) -> Vec<Effect> {
         return Vec::new();
     }
     if rest.is_empty() {
-        vec![Effect::RemoveRequestHeader("cookie")]
+        vec![Command::RemoveRequestHeader("cookie")]
     } else {
-        vec![Effect::SetRequestHeader("cookie", rest.join("; "))]
+        vec![Command::SetRequestHeader("cookie", rest.join("; "))]
     }
 }
 

@@ -155,7 +155,7 @@ pub(super) fn token(ctx: &mut Ctx<'_>, route: &Route, head: &RequestHead, body: 
         Err(e) => {
             // (A store error was logged where it happened, if it was one.)
             if e.code != "temporarily_unavailable" {
-                log::info!("token request refused: {e}");
+                ctx.info(format!("token request refused: {e}"));
             }
             e.into()
         }
@@ -281,12 +281,10 @@ fn redeem_code(
     ctx.vault()
         .put(ns::GRANT, &gid, &grant, ttl, 0)
         .map_err(store_error)?;
-    log::info!(
+    ctx.info(format!(
         "issued tokens: user {} client {} route {}",
-        grant.user.sub,
-        grant.client_id,
-        grant.route
-    );
+        grant.user.sub, grant.client_id, grant.route
+    ));
     Ok(answer)
 }
 
@@ -434,11 +432,10 @@ fn refresh(
             return Err(unknown());
         }
         // OAuth 2.1 4.3.1: a rotated refresh token used again means it leaked: revoke the family.
-        log::warn!(
+        ctx.warn(format!(
             "refresh token reuse: grant of user {} client {} revoked",
-            grant.user.sub,
-            grant.client_id
-        );
+            grant.user.sub, grant.client_id
+        ));
         revoke_grant(ctx, &gid);
         return Err(OAuthError::invalid_grant(
             "the refresh token was already used; every token of this grant is revoked, sign in again",
@@ -462,7 +459,7 @@ fn revoke_grant(ctx: &mut Ctx<'_>, gid: &str) {
         })
     });
     if let Err(e) = result {
-        log::error!("could not revoke a grant: {e}");
+        ctx.error(format!("could not revoke a grant: {e}"));
     }
 }
 

@@ -5,7 +5,7 @@
 //! consent when the provider revoked it.
 
 use super::signin::{bad_request_page, issue_code, redirect, redirect_error};
-use super::{Ctx, Effect, Outcome, Passage, RequestHead, Wait};
+use super::{Command, Ctx, Outcome, Passage, RequestHead, Wait};
 use crate::config::Route;
 use crate::crypto;
 use crate::oauth::clients::store_error;
@@ -222,11 +222,10 @@ pub(super) fn code_answer(
             {
                 return back(store_error(e));
             }
-            log::info!(
+            ctx.info(format!(
                 "upstream token stored: user {} route {}",
-                login.user.sub,
-                route.name
-            );
+                login.user.sub, route.name
+            ));
             issue_code(ctx, route, &login.pending, &login.user).into()
         }
         Err(e) if retry_in_body(route, &e, credentials) => {
@@ -247,10 +246,10 @@ pub(super) fn code_answer(
             )
         }
         Err(e) => {
-            log::warn!(
+            ctx.warn(format!(
                 "upstream code exchange failed for route {}: {e}",
                 route.name
-            );
+            ));
             back(match e {
                 TokenCallError::Refused { .. } => OAuthError::access_denied(format!(
                     "the upstream provider refused the authorization: {e}"
@@ -332,18 +331,18 @@ fn forward_with(
 ) -> Outcome {
     // The refresh is handed over first: whatever fails after, it runs and
     // releases its lock.
-    let mut effects: Vec<Effect> = start
-        .map(|job| Effect::StartRefresh(Box::new(job)))
+    let mut commands: Vec<Command> = start
+        .map(|job| Command::StartRefresh(Box::new(job)))
         .into_iter()
         .collect();
     // The client's credential is replaced by the upstream token (no token passthrough).
-    effects.push(Effect::SetRequestHeader(
+    commands.push(Command::SetRequestHeader(
         "authorization",
         format!("Bearer {}", token.access_token),
     ));
     passage.upstream_token = Some(crypto::sha256_b64url(token.access_token.as_bytes()));
     Outcome::Forward {
-        effects,
+        commands,
         sub: Some(sub.to_string()),
         passage,
     }
@@ -364,7 +363,7 @@ pub(super) fn inject(
 ) -> Outcome {
     let Some(up) = &route.upstream else {
         return Outcome::Forward {
-            effects: vec![Effect::RemoveRequestHeader("authorization")],
+            commands: vec![Command::RemoveRequestHeader("authorization")],
             sub: None,
             passage,
         };
@@ -572,10 +571,10 @@ pub fn refresh_answer(
                 .vault()
                 .put(ns::TOKEN, &key, &token, token.keep_seconds(now), 0)
             {
-                log::error!(
+                ctx.error(format!(
                     "upstream refresh for route {} succeeded but could not be stored ({e}); the user may have to authorize again",
                     route.name
-                );
+                ));
             }
             None
         }
@@ -593,33 +592,36 @@ pub fn refresh_answer(
         Err(e @ TokenCallError::Refused { .. }) => {
             // Only if nobody refreshed meanwhile: a newer token stands.
             if still_ours(&current, &job.used) {
-                log::warn!(
+                ctx.warn(format!(
                     "upstream refresh refused for route {} ({e}): the user must authorize again",
                     route.name
-                );
+                ));
                 let _ = remove(ctx, ns::TOKEN, &key);
             }
             None
         }
         Err(e @ TokenCallError::ClientAuthentication(_)) => {
-            log::error!(
+            ctx.error(format!(
                 "upstream refresh for route {}: {e}; check mcp.server.upstream_oauth2 client_id, client_secret and auth_style",
                 route.name
-            );
+            ));
             Some(RefreshFailure::Misconfigured)
         }
         // No answer, or Envoy's own 502/504 for a connection lost or timed
         // out after the request went: the provider may have acted on it.
         Err(e @ TokenCallError::Unavailable(_)) if matches!(answer.status, 0 | 502 | 504) => {
-            log::warn!(
+            ctx.warn(format!(
                 "upstream refresh outcome unknown for route {}: {e} within {} ms; the provider may have rotated the refresh token; the next refresh will tell",
                 route.name,
                 up.refresh_timeout_ms
-            );
+            ));
             Some(RefreshFailure::OutcomeUnknown)
         }
         Err(e @ TokenCallError::Unavailable(_)) => {
-            log::warn!("upstream refresh for route {} failed: {e}", route.name);
+            ctx.warn(format!(
+                "upstream refresh for route {} failed: {e}",
+                route.name
+            ));
             Some(RefreshFailure::Unavailable)
         }
     };
@@ -651,7 +653,7 @@ pub(super) fn refused_by_server(
     route: &Route,
     sub: &str,
     sent: Option<&str>,
-) -> Vec<Effect> {
+) -> Vec<Command> {
     let key = token_key(sub, &route.name);
     // Only the token the server refused: a refresh may have stored a newer
     // one while this request was out (versioned delete).
@@ -660,10 +662,10 @@ pub(super) fn refused_by_server(
     {
         let _ = ctx.vault().remove(ns::TOKEN, &key, stored.cas);
     }
-    log::warn!(
+    ctx.warn(format!(
         "the MCP server of route {} refused the upstream token; the user must authorize again",
         route.name
-    );
+    ));
     let reply = reply_for(
         &Failure::InvalidToken(
             "the upstream provider no longer accepts the authorization; authorize again",
@@ -672,8 +674,8 @@ pub(super) fn refused_by_server(
         &ctx.config().authorization_server.scopes_supported,
     );
     vec![
-        Effect::SetResponseHeader(":status", "401".to_string()),
-        Effect::SetResponseHeader(
+        Command::SetResponseHeader(":status", "401".to_string()),
+        Command::SetResponseHeader(
             "www-authenticate",
             reply
                 .header_value("www-authenticate")

@@ -1,5 +1,5 @@
 //! The only code that talks to proxy-wasm: it reads what the host offers,
-//! hands it to the pure core, and carries out the effects the core returns.
+//! hands it to the pure core, and carries out the commands the core returns.
 
 pub mod map_codec;
 
@@ -7,6 +7,8 @@ pub mod map_codec;
 mod abi;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod calls;
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod executor;
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod http;
 #[cfg(all(target_arch = "wasm32", not(test)))]

@@ -15,7 +15,7 @@ use super::store_steps::{self, Pending, Ran, StepFn};
 use super::waiters::{self, Waiters};
 use super::{abi, calls, http::Request, logger};
 use crate::config::Config;
-use crate::flow::{self, Filter, RefreshJob, Step};
+use crate::flow::{self, Event, Filter, RefreshJob, Step};
 use crate::maintenance::{self, Purpose};
 use crate::outbound::{CallResponse, OutboundCall};
 
@@ -52,7 +52,7 @@ enum Task {
     MaintenanceAnswer(Pending<Option<(Purpose, OutboundCall)>>),
     Tick(Pending<Vec<(Purpose, OutboundCall)>>),
     /// Whether a parked request's wait is over.
-    Wake(u32, Pending<Option<Step>>),
+    Wake(u32, Pending<Step>),
 }
 
 /// With etcd, parked requests look every this many fast ticks (each look
@@ -126,7 +126,7 @@ impl Root {
                 }
             }
             Task::Wake(id, p) => {
-                if let Some(Some(step)) = self.resumed(p, answer, |p| Task::Wake(id, p)) {
+                if let Some(step) = self.resumed(p, answer, |p| Task::Wake(id, p)) {
                     waiters::woken(&self.waiters, id, step, self.context_id);
                 }
             }
@@ -190,10 +190,12 @@ impl Root {
             if looking.contains(&id) {
                 continue;
             }
-            let step = self.run(true, Box::new(move |ctx| flow::on_wake(ctx, &stage)), |p| {
-                Task::Wake(id, p)
-            });
-            if let Some(Some(step)) = step {
+            let step = self.run(
+                true,
+                Box::new(move |ctx| flow::handle(ctx, &stage, &Event::Wake)),
+                |p| Task::Wake(id, p),
+            );
+            if let Some(step) = step {
                 waiters::woken(&self.waiters, id, step, self.context_id);
             }
         }

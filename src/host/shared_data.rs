@@ -95,13 +95,20 @@ impl Kv for SharedData {
 pub fn run_step<T>(filter: &Filter, mut step: impl FnMut(&mut Ctx<'_>) -> T) -> T {
     let mut random = HostRandom;
     let now = super::abi::now_seconds();
-    crate::store::shared::run(&mut SharedData, filter.store_prefix(), |view| {
+    let mut notes = Vec::new();
+    let out = crate::store::shared::run(&mut SharedData, filter.store_prefix(), |view| {
         let mut ctx = Ctx {
             filter,
             now,
             random: &mut random as &mut dyn Random,
             kv: view,
+            notes: Vec::new(),
         };
-        step(&mut ctx)
-    })
+        let out = step(&mut ctx);
+        // Only the last run's lines: a run the store turned down never happened.
+        notes = ctx.notes;
+        out
+    });
+    super::executor::write_notes(notes);
+    out
 }

@@ -10,7 +10,7 @@ use super::calls;
 use super::random::HostRandom;
 use super::shared_data::{SharedData, run_step};
 use crate::env::{Random, Replayed};
-use crate::flow::{Ctx, Filter};
+use crate::flow::{Ctx, Filter, Note};
 use crate::outbound::CallResponse;
 use crate::store::etcd::{Env, Op, Progress, Session, Settings};
 
@@ -47,10 +47,16 @@ pub fn start<T>(filter: &Filter, fresh: bool, mut step: StepFn<T>) -> Ran<T> {
     };
     let mut op = Op::new(fresh);
     let mut drawn = Replayed::default();
-    let progress = with_env(filter, settings, &mut step, &mut drawn, |env, run| {
-        op.drive(env, run)
-    });
-    carry(filter, settings, op, step, drawn, progress)
+    let mut notes = Vec::new();
+    let progress = with_env(
+        filter,
+        settings,
+        &mut step,
+        &mut drawn,
+        &mut notes,
+        |env, run| op.drive(env, run),
+    );
+    carry(filter, settings, op, step, drawn, notes, progress)
 }
 
 /// The answer to a waiting step's call.
@@ -64,10 +70,16 @@ pub fn resume<T>(filter: &Filter, pending: Pending<T>, answer: &CallResponse) ->
     let Some(settings) = filter.etcd.as_ref() else {
         return Ran::Done(run_step(filter, |ctx| step(ctx)));
     };
-    let progress = with_env(filter, settings, &mut step, &mut drawn, |env, run| {
-        op.answer(env, run, answer)
-    });
-    carry(filter, settings, op, step, drawn, progress)
+    let mut notes = Vec::new();
+    let progress = with_env(
+        filter,
+        settings,
+        &mut step,
+        &mut drawn,
+        &mut notes,
+        |env, run| op.answer(env, run, answer),
+    );
+    carry(filter, settings, op, step, drawn, notes, progress)
 }
 
 /// Makes the call the step waits for; a call Envoy refuses outright is
@@ -78,11 +90,16 @@ fn carry<T>(
     mut op: Op<T>,
     mut step: StepFn<T>,
     mut drawn: Replayed,
+    mut notes: Vec<Note>,
     mut progress: Progress<T>,
 ) -> Ran<T> {
     loop {
         match progress {
-            Progress::Done(out) => return Ran::Done(out),
+            Progress::Done(out) => {
+                // The lines of the run that counted; earlier runs' are dropped.
+                super::executor::write_notes(notes);
+                return Ran::Done(out);
+            }
             Progress::Call(call) => match calls::dispatch(&call) {
                 Some(token) => {
                     return Ran::Waiting(Pending {
@@ -93,9 +110,14 @@ fn carry<T>(
                     });
                 }
                 None => {
-                    progress = with_env(filter, settings, &mut step, &mut drawn, |env, run| {
-                        op.answer(env, run, &CallResponse::failed())
-                    });
+                    progress = with_env(
+                        filter,
+                        settings,
+                        &mut step,
+                        &mut drawn,
+                        &mut notes,
+                        |env, run| op.answer(env, run, &CallResponse::failed()),
+                    );
                 }
             },
         }
@@ -109,6 +131,7 @@ fn with_env<T, R>(
     settings: &Settings,
     step: &mut StepFn<T>,
     drawn: &mut Replayed,
+    notes: &mut Vec<Note>,
     go: impl FnOnce(&mut Env<'_>, &mut StoreRun<'_, T>) -> R,
 ) -> R {
     let now = super::abi::now_seconds();
@@ -122,8 +145,11 @@ fn with_env<T, R>(
             now,
             random: &mut random as &mut dyn Random,
             kv: view,
+            notes: Vec::new(),
         };
-        step(&mut ctx)
+        let out = step(&mut ctx);
+        *notes = ctx.notes;
+        out
     };
     SESSION.with(|session| {
         let mut session = session.borrow_mut();

@@ -11,7 +11,7 @@ use mcp_oauth_filter::config::Config;
 use mcp_oauth_filter::crypto;
 use mcp_oauth_filter::env::TestRandom;
 use mcp_oauth_filter::flow::{
-    self, Ctx, Effect, Filter, Next, RefreshJob, RequestHead, Stage, Step,
+    self, Command, Ctx, Event, Filter, Next, RefreshJob, RequestHead, ResponseHead, Stage, Step,
 };
 use mcp_oauth_filter::outbound::{CallResponse, OutboundCall};
 use mcp_oauth_filter::reply::Reply;
@@ -77,13 +77,15 @@ pub struct World {
     pub cookies: HashMap<String, String>,
     /// Envoy's downstream address for the requests sent.
     pub source: Option<String>,
+    /// The log lines the machine asked for.
+    pub logs: Vec<String>,
 }
 
 /// What the filter did with a request in the end.
 #[derive(Debug)]
 pub enum Done {
     Reply(Reply),
-    Forward(Vec<Effect>),
+    Forward(Vec<Command>),
 }
 
 impl Done {
@@ -137,6 +139,7 @@ impl World {
             },
             last_stage: None,
             source: Some("127.0.0.1:40000".into()),
+            logs: Vec::new(),
         }
     }
 
@@ -171,47 +174,52 @@ impl World {
         if head.needs_downstream_address() {
             head.downstream_address = self.source.clone();
         }
-        let mut step: Step = self.core(|ctx| flow::on_request_headers(ctx, &head));
+        let body = body.unwrap_or_default();
+        let mut step = self.event(&Stage::Start, Event::RequestHeaders(head), body);
+        let mut body_sent = false;
         loop {
-            if let Stage::ReadingBody { .. } = step.stage {
-                assert_eq!(step.next, Next::Continue);
-                let stage = step.stage.clone();
-                step =
-                    self.core(|ctx| flow::on_request_body(ctx, &stage, body.unwrap_or_default()));
-                continue;
-            }
             // The root context's part: a refresh runs to its end, then the
             // parked request looks again.
-            let refresh = step.effects.iter().find_map(|e| match e {
-                Effect::StartRefresh(job) => Some((**job).clone()),
-                _ => None,
-            });
-            if let Some(job) = refresh {
+            if let Some(job) = Self::refresh_of(&step) {
                 run_refresh(self, job);
                 if let Stage::Parked { .. } = step.stage {
                     let stage = step.stage.clone();
-                    step = self
-                        .core(|ctx| flow::on_wake(ctx, &stage))
-                        .expect("woken after the refresh");
+                    step = self.event(&stage, Event::Wake, body);
+                    assert!(
+                        !matches!(step.stage, Stage::Parked { .. }),
+                        "woken after the refresh"
+                    );
                     continue;
                 }
             }
-            if let Stage::Forwarded { passage, .. } = &step.stage
-                && passage.inspect.is_some()
-            {
+            let wants_body = match &step.stage {
+                Stage::ReadingBody { .. } => true,
+                Stage::Forwarded { passage, .. } => passage.inspect.is_some(),
+                _ => false,
+            };
+            if wants_body && !body_sent {
+                // Envoy hands the body over once the headers went on.
                 assert_eq!(step.next, Next::Continue);
-                let forwarded = step.effects.clone();
+                body_sent = true;
+                let forwarded = step.commands.clone();
                 let stage = step.stage.clone();
-                step =
-                    self.core(|ctx| flow::on_request_body(ctx, &stage, body.unwrap_or_default()));
-                if step.next == Next::Continue {
+                let size = body.len();
+                step = self.event(
+                    &stage,
+                    Event::RequestBody {
+                        size,
+                        end_of_stream: true,
+                    },
+                    body,
+                );
+                if step.next == Next::Continue && matches!(step.stage, Stage::Forwarded { .. }) {
                     self.last_stage = Some(step.stage.clone());
                     return Done::Forward(forwarded);
                 }
                 continue;
             }
-            let dispatch = step.effects.iter().find_map(|e| match e {
-                Effect::Dispatch(c) => Some(c.clone()),
+            let dispatch = step.commands.iter().find_map(|e| match e {
+                Command::Dispatch(c) => Some(c.clone()),
                 _ => None,
             });
             if let Some(call) = dispatch {
@@ -222,13 +230,13 @@ impl World {
                     self.idp.answer(&call, self.now)
                 };
                 let stage = step.stage.clone();
-                step = self.core(|ctx| flow::on_call_response(ctx, &stage, &answer));
+                step = self.event(&stage, Event::CallAnswer(answer), body);
                 continue;
             }
             break;
         }
-        for e in &step.effects {
-            if let Effect::SendReply(r) = e {
+        for e in &step.commands {
+            if let Command::Reply(r) = e {
                 for (n, v) in &r.headers {
                     if n == "set-cookie" {
                         let (kv, _) = v.split_once(';').unwrap();
@@ -244,7 +252,7 @@ impl World {
             "{:?}",
             step.stage
         );
-        Done::Forward(step.effects)
+        Done::Forward(step.commands)
     }
 
     pub fn post_form(&mut self, path: &str, form: &[(&str, &str)]) -> Done {
@@ -443,28 +451,28 @@ impl World {
             (":path".into(), path.as_bytes().to_vec()),
             ("authorization".into(), auth.into_bytes()),
         ]);
-        self.core(|ctx| flow::on_request_headers(ctx, &head))
+        self.event(&Stage::Start, Event::RequestHeaders(head), b"")
     }
 
     /// Runs the refresh a step started, as the root context does, with the
     /// fake upstream; then the request looks again (`None`: still parked).
     pub fn answer_upstream(&mut self, step: &Step) -> Option<Step> {
         let job = step
-            .effects
+            .commands
             .iter()
             .find_map(|e| match e {
-                Effect::StartRefresh(job) => Some((**job).clone()),
+                Command::StartRefresh(job) => Some((**job).clone()),
                 _ => None,
             })
             .expect("a refresh");
         run_refresh(self, job);
-        self.core(|ctx| flow::on_wake(ctx, &step.stage))
+        self.wake(step)
     }
 
     /// The refresh a step started, without running it.
     pub fn refresh_of(step: &Step) -> Option<RefreshJob> {
-        step.effects.iter().find_map(|e| match e {
-            Effect::StartRefresh(job) => Some((**job).clone()),
+        step.commands.iter().find_map(|e| match e {
+            Command::StartRefresh(job) => Some((**job).clone()),
             _ => None,
         })
     }
@@ -474,8 +482,156 @@ impl World {
         self.core(|ctx| flow::refresh_answer(ctx, job.clone(), answer))
     }
 
+    /// A parked request looks again; `None`: still parked.
     pub fn wake(&mut self, step: &Step) -> Option<Step> {
-        self.core(|ctx| flow::on_wake(ctx, &step.stage))
+        let woken = self.event(&step.stage, Event::Wake, b"");
+        (!matches!(woken.stage, Stage::Parked { .. })).then_some(woken)
+    }
+
+    /// One event through the machine, as the host carries it out: a read
+    /// command is answered from `body` (the request body Envoy holds) and
+    /// the machine goes on with its bytes. The log lines are kept in `logs`.
+    pub fn event(&mut self, stage: &Stage, event: Event, body: &[u8]) -> Step {
+        let mut step = self.core(|ctx| flow::handle(ctx, stage, &event));
+        loop {
+            let mut read = None;
+            step.commands.retain(|c| match c {
+                Command::ReadRequestBody(n) => {
+                    read = Some(Event::RequestBodyRead(
+                        body[..(*n).min(body.len())].to_vec(),
+                    ));
+                    false
+                }
+                Command::Log(note) => {
+                    self.logs.push(note.line.clone());
+                    false
+                }
+                _ => true,
+            });
+            let Some(read) = read else {
+                return step;
+            };
+            let mut done = step.commands;
+            let stage = step.stage.clone();
+            step = self.core(|ctx| flow::handle(ctx, &stage, &read));
+            done.append(&mut step.commands);
+            step.commands = done;
+        }
+    }
+
+    /// The MCP server's response headers for a request at `stage`: the commands.
+    pub fn response_headers(
+        &mut self,
+        stage: &Stage,
+        status: u32,
+        www_authenticate: Option<&str>,
+    ) -> Vec<Command> {
+        let head = ResponseHead {
+            status,
+            www_authenticate: www_authenticate.map(str::to_string),
+            ..ResponseHead::default()
+        };
+        let step = self.core(|ctx| flow::handle(ctx, stage, &Event::ResponseHeaders(head.clone())));
+        self.without_logs(step.commands)
+    }
+
+    /// The commands but the log lines, which go to `logs`.
+    pub fn without_logs(&mut self, commands: Vec<Command>) -> Vec<Command> {
+        commands
+            .into_iter()
+            .filter(|c| match c {
+                Command::Log(note) => {
+                    self.logs.push(note.line.clone());
+                    false
+                }
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// An MCP server's response to the request forwarded last, through the
+    /// machine: headers, then the body in `chunks` (trailers end it when
+    /// `trailers`). Returns the body the client gets and every command.
+    pub fn respond(
+        &mut self,
+        headers: &[(&str, &str)],
+        chunks: &[&[u8]],
+        trailers: bool,
+    ) -> (Vec<u8>, Vec<Command>) {
+        let mut stage = self.last_stage.clone().expect("a forwarded request");
+        let pairs: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let mut all = Vec::new();
+        let step = self.core(|ctx| {
+            flow::handle(
+                ctx,
+                &stage,
+                &Event::ResponseHeaders(ResponseHead::from_pairs(&pairs)),
+            )
+        });
+        stage = step.stage;
+        all.extend(self.without_logs(step.commands));
+        // Envoy's buffer: what is held, and what went to the client.
+        let mut held: Vec<u8> = Vec::new();
+        let mut sent: Vec<u8> = Vec::new();
+        let count = chunks.len();
+        for (i, chunk) in chunks.iter().enumerate() {
+            held.extend_from_slice(chunk);
+            let end_of_stream = !trailers && i + 1 == count;
+            let event = Event::ResponseBody {
+                size: held.len(),
+                end_of_stream,
+            };
+            let next = self.response_event(&mut stage, event, &mut held, &mut all);
+            if next == Next::Continue {
+                sent.append(&mut held);
+            }
+        }
+        if trailers {
+            let next =
+                self.response_event(&mut stage, Event::ResponseTrailers, &mut held, &mut all);
+            assert_eq!(next, Next::Continue);
+        }
+        sent.append(&mut held);
+        (sent, all)
+    }
+
+    fn response_event(
+        &mut self,
+        stage: &mut Stage,
+        event: Event,
+        held: &mut Vec<u8>,
+        all: &mut Vec<Command>,
+    ) -> Next {
+        let mut event = Some(event);
+        let mut next = Next::Continue;
+        while let Some(e) = event.take() {
+            let step = self.core(|ctx| flow::handle(ctx, stage, &e));
+            *stage = step.stage;
+            next = step.next;
+            for c in self.without_logs(step.commands) {
+                match &c {
+                    Command::ReadResponseBody {
+                        up_to,
+                        end_of_stream,
+                    } => {
+                        let body = held[..(*up_to).min(held.len())].to_vec();
+                        event = Some(Event::ResponseBodyRead {
+                            body,
+                            end_of_stream: *end_of_stream,
+                        });
+                    }
+                    Command::ReplaceResponseBody { len, with } => {
+                        held.splice(..(*len).min(held.len()), with.iter().cloned());
+                    }
+                    _ => {}
+                }
+                all.push(c);
+            }
+        }
+        next
     }
 
     pub fn code_for(&mut self, client_id: &str, verifier: &str) -> String {
@@ -541,6 +697,7 @@ pub fn run_core<T>(
             now,
             random: &mut *random,
             kv: view,
+            notes: Vec::new(),
         };
         f(&mut ctx)
     })

@@ -96,8 +96,8 @@ def test_requests_wait_for_the_one_slow_refresh(upstream) -> None:
     pinned = kit.pinned_clients(te, session, 12)
     clients = spread_over_workers(pinned, 8)
     workers = {w for c, w in pinned if c in clients}
-    kit.sleep_until_expired()
     expired = fingerprint(kit.latest_ti()["access_token"])
+    kit.sleep_until_expired()
     before = _my_token_requests(kit)
     burst = whoami_burst(kit, te, session, clients)
     assert all(a["login"] == kit.upstream_login for a in burst.answers), burst.answers
