@@ -4,13 +4,28 @@
 use url::Url;
 
 /// An HTTP call to make through an Envoy cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutboundCall {
     pub cluster: String,
     /// Request headers, pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) first.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout_ms: u64,
+}
+
+/// Names only: header values and the body carry credentials (a client
+/// secret, a refresh token, etcd's password or auth token), and the path
+/// may carry a query.
+impl std::fmt::Debug for OutboundCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OutboundCall")
+            .field("cluster", &self.cluster)
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 impl OutboundCall {

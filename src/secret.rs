@@ -55,6 +55,51 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A secret that is text at run time: an access, refresh or ID token, a
+/// code, a PKCE verifier. Stored and sent as the plain string (serde
+/// transparent), but `Debug` prints `[redacted]`, so a record holding one
+/// can be logged or printed in a failed test without showing it.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(text: impl Into<String>) -> Self {
+        SecretText(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretText {
+    fn from(s: String) -> Self {
+        SecretText(s)
+    }
+}
+
+impl From<&str> for SecretText {
+    fn from(s: &str) -> Self {
+        SecretText(s.to_string())
+    }
+}
+
+/// Read as `&str` where it is used (a form field, a hash's input); it
+/// still never formats, having no `Display`.
+impl std::ops::Deref for SecretText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
@@ -70,6 +115,15 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{s}"), "[redacted]");
         assert!(!format!("{:?}", Some(&s)).contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_text_never_prints_but_serializes_as_is() {
+        let s = SecretText::from("gho_abc");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"gho_abc\"");
+        let back: SecretText = serde_json::from_str("\"gho_abc\"").unwrap();
+        assert_eq!(back.expose(), "gho_abc");
     }
 
     #[test]

@@ -34,8 +34,8 @@ fn authorization_of(commands: &[Command]) -> String {
     commands
         .iter()
         .find_map(|e| match e {
-            Command::SetRequestHeader("authorization", v) => {
-                Some(v.strip_prefix("Bearer ").unwrap().to_string())
+            Command::SetCredential("authorization", v) => {
+                Some(v.expose().strip_prefix("Bearer ").unwrap().to_string())
             }
             _ => None,
         })
@@ -133,7 +133,7 @@ fn an_expired_token_waits_for_the_refresh_a_good_one_does_not() {
     let woken = w.wake(&waiter).expect("woken");
     assert_eq!(
         woken.commands[0],
-        Command::SetRequestHeader("authorization", "Bearer ghu_2".into())
+        Command::SetCredential("authorization", "Bearer ghu_2".into())
     );
     assert_eq!(w.up.refreshes(), 1);
 }
@@ -164,7 +164,7 @@ fn concurrent_requests_share_one_refresh() {
         assert_eq!(woken.next, Next::Continue);
         assert_eq!(
             woken.commands[0],
-            Command::SetRequestHeader("authorization", "Bearer ghu_2".into())
+            Command::SetCredential("authorization", "Bearer ghu_2".into())
         );
     }
     assert_eq!(w.up.refreshes(), 1);
@@ -246,7 +246,7 @@ fn tokens_in_use_are_refreshed_before_they_are_needed() {
     );
     assert_eq!(
         step.commands[0],
-        Command::SetRequestHeader("authorization", "Bearer ghu_2".into())
+        Command::SetCredential("authorization", "Bearer ghu_2".into())
     );
 }
 
@@ -417,4 +417,27 @@ fn a_refusal_of_the_old_token_keeps_the_one_a_refresh_just_stored() {
     let effects = w.response_headers(&first.stage, 401, None);
     assert!(!effects.is_empty(), "the client still gets the challenge");
     assert_eq!(injected(w.mcp("/gh", &te)), "ghu_2");
+}
+
+#[test]
+fn upstream_tokens_never_print() {
+    let mut w = World::new(json!({}));
+    let te = w.access_token_for(GH);
+    // Forwarded: the upstream token is in the commands, and not in their Debug.
+    let Done::Forward(commands) = w.mcp("/gh", &te) else {
+        panic!("forwarded");
+    };
+    assert_eq!(authorization_of(&commands), "ghu_1");
+    let printed = format!("{commands:?} {:?}", w.last_stage);
+    assert!(!printed.contains("ghu_1"), "{printed}");
+    // Expired: the refresh job's call carries the refresh token in its body.
+    w.now += w.up.ttl;
+    let step = w.start_mcp("/gh", &te);
+    let job = World::refresh_of(&step).expect("a refresh");
+    assert!(String::from_utf8_lossy(&job.call.body).contains("ghr_"));
+    let printed = format!("{step:?}");
+    assert!(
+        !printed.contains("ghr_") && !printed.contains("ghu_"),
+        "{printed}"
+    );
 }

@@ -308,6 +308,9 @@ pub enum Command {
     /// if the host refuses one the request is answered with an error.
     RemoveRequestHeader(&'static str),
     SetRequestHeader(&'static str, String),
+    /// A request header that carries a credential (the upstream token):
+    /// as [`Command::SetRequestHeader`], but it never prints.
+    SetCredential(&'static str, crate::secret::SecretText),
     /// Response header changes: best effort, a refusal must not break the
     /// response.
     SetResponseHeader(&'static str, String),

@@ -54,7 +54,7 @@ pub(super) fn grant_access(
     let login = UpstreamLogin {
         pending: pending.clone(),
         user: user.clone(),
-        code_verifier: verifier.clone(),
+        code_verifier: verifier.clone().into(),
     };
     if let Err(e) = ctx
         .vault()
@@ -158,7 +158,7 @@ pub(super) fn callback(ctx: &mut Ctx<'_>, head: &RequestHead) -> Outcome {
         call,
         Box::new(Wait::UpstreamCode {
             login,
-            code,
+            code: code.into(),
             credentials,
         }),
     )
@@ -199,7 +199,7 @@ fn retry_in_body(route: &Route, error: &TokenCallError, credentials: Credentials
 pub(super) fn code_answer(
     ctx: &mut Ctx<'_>,
     login: UpstreamLogin,
-    code: String,
+    code: crate::secret::SecretText,
     credentials: CredentialsIn,
     answer: &crate::outbound::CallResponse,
 ) -> Outcome {
@@ -336,9 +336,9 @@ fn forward_with(
         .into_iter()
         .collect();
     // The client's credential is replaced by the upstream token (no token passthrough).
-    commands.push(Command::SetRequestHeader(
+    commands.push(Command::SetCredential(
         "authorization",
-        format!("Bearer {}", token.access_token),
+        format!("Bearer {}", token.access_token.expose()).into(),
     ));
     passage.upstream_token = Some(crypto::sha256_b64url(token.access_token.as_bytes()));
     Outcome::Forward {
@@ -484,7 +484,7 @@ fn start_refresh(
     // lock has stored its token (it stores before it releases): refreshing
     // again would spend a rotated refresh token twice.
     let current = ctx.vault().get::<StoredToken>(ns::TOKEN, &key);
-    let unchanged = matches!(&current, Ok(Some(c)) if c.value.refresh_token.as_deref() == Some(refresh_token.as_str()));
+    let unchanged = matches!(&current, Ok(Some(c)) if c.value.refresh_token.as_ref().map(|t| t.expose()) == Some(refresh_token.expose()));
     if !unchanged {
         release(ctx, &key, &owner);
         return current.map(|_| None);

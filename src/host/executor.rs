@@ -53,6 +53,9 @@ pub fn carry_out(commands: Vec<Command>, waiters: &Waiters, role: Role) -> Carri
             Command::SetRequestHeader(name, value) => {
                 abi::replace_header(MapType::HttpRequestHeaders, name, &value)
             }
+            Command::SetCredential(name, value) => {
+                abi::replace_header(MapType::HttpRequestHeaders, name, value.expose())
+            }
             Command::SetResponseHeader(name, value) => {
                 if !abi::replace_header(MapType::HttpResponseHeaders, name, &value) {
                     log::warn!("could not set the response header {name}");
@@ -148,6 +151,7 @@ fn name(command: &Command) -> &'static str {
         Command::Reply(_) => "send reply",
         Command::RemoveRequestHeader(_) => "remove request header",
         Command::SetRequestHeader(..) => "set request header",
+        Command::SetCredential(..) => "set credential header",
         Command::SetResponseHeader(..) => "set response header",
         Command::RemoveResponseHeader(_) => "remove response header",
         Command::Dispatch(_) => "dispatch call",

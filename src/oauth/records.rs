@@ -106,7 +106,7 @@ pub struct Login {
     /// is stored for a browser that has not signed in yet.
     pub pending: PendingAuthorization,
     pub nonce: String,
-    pub code_verifier: String,
+    pub code_verifier: crate::secret::SecretText,
     pub route: String,
     /// Unix seconds after which the sign-in can't complete.
     pub exp: u64,

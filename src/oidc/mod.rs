@@ -1,6 +1,7 @@
 //! Sign-in at the OpenID Connect identity provider: discovery, the
 //! authorization-code exchange, ID token verification, userinfo.
 
+use crate::secret::SecretText;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -153,9 +154,9 @@ pub fn basic_auth(client_id: &str, secret: &str) -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct TokenAnswer {
-    pub id_token: String,
+    pub id_token: SecretText,
     #[serde(default)]
-    pub access_token: Option<String>,
+    pub access_token: Option<SecretText>,
 }
 
 pub fn parse_token_answer(answer: &CallResponse) -> Result<TokenAnswer, String> {

@@ -2,6 +2,7 @@
 //! Notion...): the authorization URL, the token calls, and reading their
 //! answers, including the providers' deviations from RFC 6749.
 
+use crate::secret::SecretText;
 use serde_json::{Map, Value};
 
 use crate::config::UpstreamOAuth2;
@@ -21,8 +22,8 @@ pub enum CredentialsIn {
 /// A token the provider issued (RFC 6749 5.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedToken {
-    pub access_token: String,
-    pub refresh_token: Option<String>,
+    pub access_token: SecretText,
+    pub refresh_token: Option<SecretText>,
     /// Absent: the token does not expire (GitHub OAuth Apps' classic tokens).
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
@@ -234,8 +235,10 @@ pub fn parse_answer(answer: &CallResponse) -> Result<IssuedToken, TokenCallError
     }
     .filter(|&e| e > 0);
     Ok(IssuedToken {
-        access_token,
-        refresh_token: text("refresh_token").filter(|t| !t.is_empty()),
+        access_token: access_token.into(),
+        refresh_token: text("refresh_token")
+            .filter(|t| !t.is_empty())
+            .map(SecretText::from),
         expires_in,
         // GitHub separates scopes with commas.
         scope: text("scope").map(|s| s.replace(',', " ")),

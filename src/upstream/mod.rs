@@ -4,6 +4,7 @@
 
 pub mod client;
 
+use crate::secret::SecretText;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto;
@@ -38,9 +39,9 @@ const REFRESH_KEEP_SECONDS: u64 = 180 * 86_400;
 /// The upstream token of one user for one route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredToken {
-    pub access_token: String,
+    pub access_token: SecretText,
     #[serde(default)]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<SecretText>,
     /// Unix seconds; `None`: does not expire.
     #[serde(default)]
     pub expires_at: Option<u64>,
@@ -69,7 +70,11 @@ pub enum RefreshFailure {
 impl StoredToken {
     /// A new token; `previous_refresh` is kept when the provider sends no new
     /// one (Google sends a refresh token only on first consent).
-    pub fn from_issued(issued: IssuedToken, previous_refresh: Option<String>, now: u64) -> Self {
+    pub fn from_issued(
+        issued: IssuedToken,
+        previous_refresh: Option<SecretText>,
+        now: u64,
+    ) -> Self {
         StoredToken {
             access_token: issued.access_token,
             refresh_token: issued.refresh_token.or(previous_refresh),
@@ -119,7 +124,7 @@ pub struct Lock {
 pub struct UpstreamLogin {
     pub pending: crate::oauth::records::PendingAuthorization,
     pub user: crate::oauth::records::User,
-    pub code_verifier: String,
+    pub code_verifier: SecretText,
 }
 
 /// The vault key of (user, route): a hash, so store keys name no one.

@@ -256,7 +256,7 @@ pub(in crate::flow) fn redirect_to_idp(
     let login = Login {
         pending,
         nonce: ctx.token(24),
-        code_verifier: verifier.clone(),
+        code_verifier: verifier.clone().into(),
         route: route.name.clone(),
         exp: ctx.now + PENDING_TTL_SECONDS,
         browser: crypto::sha256_b64url(browser_key.as_bytes()),

@@ -52,13 +52,13 @@ pub(in crate::flow) fn callback(ctx: &mut Ctx<'_>, route: &Route, head: &Request
         return bad_request_page("The identity provider's answer has no code.");
     };
     match cached_discovery(ctx) {
-        Some(discovery) => exchange(ctx, login, code, discovery),
+        Some(discovery) => exchange(ctx, login, code.into(), discovery),
         None => call_out(
             oidc::discovery_call(&ctx.config().identity_provider),
             Wait::Discovery {
                 then: AfterDiscovery::Exchange {
                     login: Box::new(login),
-                    code,
+                    code: code.into(),
                 },
             },
         ),
@@ -68,7 +68,7 @@ pub(in crate::flow) fn callback(ctx: &mut Ctx<'_>, route: &Route, head: &Request
 pub(in crate::flow) fn exchange(
     ctx: &mut Ctx<'_>,
     login: Login,
-    code: String,
+    code: crate::secret::SecretText,
     discovery: Discovery,
 ) -> Outcome {
     let Some(route) = ctx.config().route(&login.route) else {
@@ -91,8 +91,8 @@ pub(in crate::flow) fn fetch_jwks(
     ctx: &mut Ctx<'_>,
     login: Login,
     discovery: Discovery,
-    id_token: String,
-    access_token: Option<String>,
+    id_token: crate::secret::SecretText,
+    access_token: Option<crate::secret::SecretText>,
 ) -> Outcome {
     match oidc::jwks_call(&ctx.config().identity_provider, &discovery) {
         Ok(call) => call_out(
@@ -114,8 +114,8 @@ pub(in crate::flow) fn verify(
     _route: &Route,
     login: Login,
     discovery: Discovery,
-    id_token: String,
-    access_token: Option<String>,
+    id_token: crate::secret::SecretText,
+    access_token: Option<crate::secret::SecretText>,
     jwks: &JwkSet,
     fresh_keys: bool,
 ) -> Outcome {

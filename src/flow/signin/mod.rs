@@ -54,8 +54,8 @@ pub enum Wait {
     Jwks {
         login: Login,
         discovery: Discovery,
-        id_token: String,
-        access_token: Option<String>,
+        id_token: crate::secret::SecretText,
+        access_token: Option<crate::secret::SecretText>,
     },
     /// Userinfo, for the claims the ID token lacks (email).
     Userinfo {
@@ -65,15 +65,20 @@ pub enum Wait {
     /// The upstream provider's answer to the code exchange.
     UpstreamCode {
         login: crate::upstream::UpstreamLogin,
-        code: String,
+        code: crate::secret::SecretText,
         credentials: crate::upstream::client::CredentialsIn,
     },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AfterDiscovery {
-    RedirectToIdp { pending: Box<PendingAuthorization> },
-    Exchange { login: Box<Login>, code: String },
+    RedirectToIdp {
+        pending: Box<PendingAuthorization>,
+    },
+    Exchange {
+        login: Box<Login>,
+        code: crate::secret::SecretText,
+    },
 }
 
 pub(in crate::flow) fn call_out(call: OutboundCall, wait: Wait) -> Outcome {
