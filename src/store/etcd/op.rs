@@ -103,6 +103,15 @@ enum Phase<T> {
         writes: Vec<(Write, Option<String>)>,
         compared: Vec<String>,
     },
+    /// The commit's answer was lost: etcd may have applied it. The
+    /// written keys are read back; if each holds what was written (sealed
+    /// values carry fresh nonces, so no other write looks the same), it
+    /// was applied. Else the step hears `why`.
+    Verifying {
+        out: T,
+        writes: Vec<Write>,
+        why: String,
+    },
     Authenticating(Box<Phase<T>>),
     Finished,
 }
@@ -293,6 +302,31 @@ impl<T> Op<T> {
                     }
                 }
             }
+            Phase::Verifying { out, writes, why } => {
+                let keys: Vec<String> = writes.iter().map(|w| w.key.clone()).collect();
+                let read = wire::txn_answer(body).and_then(|txn| {
+                    let entries = txn.ranges(&keys)?;
+                    Ok((txn.revision, entries))
+                });
+                let applied = read.as_ref().is_ok_and(|(_, entries)| {
+                    writes
+                        .iter()
+                        .zip(entries)
+                        .all(|(w, e)| e.as_ref().map(|(v, _)| v) == w.value.as_ref())
+                });
+                match read {
+                    Ok((revision, entries)) if applied => {
+                        for (key, entry) in keys.iter().zip(entries) {
+                            self.remember(env, key, &entry, revision);
+                        }
+                        Progress::Done(out)
+                    }
+                    _ => {
+                        let phase = Phase::Verifying { out, writes, why };
+                        self.give_up_verifying(env, step, phase)
+                    }
+                }
+            }
             Phase::Run | Phase::Finished | Phase::Authenticating(_) => {
                 log::warn!("etcd store: an answer came for no call; ignored");
                 self.drive(env, step)
@@ -395,6 +429,10 @@ impl<T> Op<T> {
                 let plain: Vec<Write> = writes.iter().map(|(w, _)| w.clone()).collect();
                 endpoint.commit(&self.compared(&plain), writes, token)
             }
+            Phase::Verifying { writes, .. } => {
+                let keys: Vec<String> = writes.iter().map(|w| w.key.clone()).collect();
+                endpoint.read(&keys, token)
+            }
             Phase::Run | Phase::Finished | Phase::Authenticating(_) => {
                 // Not reached: only phases with a call are issued.
                 self.phase = phase;
@@ -445,7 +483,30 @@ impl<T> Op<T> {
             }
             _ => {}
         }
-        self.give_up(env, step, phase, fault)
+        match (phase, fault) {
+            // No answer to a commit: it may have been applied.
+            (Phase::Committing { out, writes, .. }, Fault::Unavailable(why)) => {
+                let writes = writes.into_iter().map(|(w, _)| w).collect();
+                self.issue(env, Phase::Verifying { out, writes, why })
+            }
+            (phase @ Phase::Verifying { .. }, _) => self.give_up_verifying(env, step, phase),
+            (phase, fault) => self.give_up(env, step, phase, fault),
+        }
+    }
+
+    /// The lost commit was not applied, or can't be told: the step hears
+    /// why the commit failed.
+    fn give_up_verifying(
+        &mut self,
+        env: &mut Env<'_>,
+        step: &mut dyn FnMut(&mut dyn StoreView) -> T,
+        phase: Phase<T>,
+    ) -> Progress<T> {
+        let why = match &phase {
+            Phase::Verifying { why, .. } => why.clone(),
+            _ => "etcd did not answer".into(),
+        };
+        self.give_up(env, step, phase, Fault::Unavailable(why))
     }
 
     /// The call for `phase` failed for good: the step hears it.

@@ -26,6 +26,8 @@ struct FakeEtcd {
     auth: Option<(String, String)>,
     tokens: BTreeSet<String>,
     down: bool,
+    /// The next commit is applied, but its answer is lost.
+    lose_commit_answer: bool,
     calls: Vec<String>,
 }
 
@@ -117,7 +119,16 @@ impl FakeEtcd {
                     json!({"header":{"revision": self.revision.to_string()},"ID": self.next_lease.to_string(),"TTL": body["TTL"]}),
                 )
             }
-            "/v3/kv/txn" => self.txn(&body),
+            "/v3/kv/txn" => {
+                let answer = self.txn(&body);
+                let writes = body["success"]
+                    .as_array()
+                    .is_some_and(|ops| ops.iter().any(|o| o.get("request_range").is_none()));
+                if writes && std::mem::take(&mut self.lose_commit_answer) {
+                    return CallResponse::failed();
+                }
+                answer
+            }
             other => panic!("unexpected call {other}"),
         }
     }
@@ -419,6 +430,23 @@ fn etcd_down_gives_errors_at_once_and_never_writes() {
     let out = w.run(true, |v| v.set("p/x/1", Some(b"v".to_vec()), 0, 0));
     assert_eq!(out, Ok(()));
     assert_eq!(w.etcd.value("p/x/1"), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_commit_whose_answer_was_lost_is_read_back_not_taken_for_failed() {
+    let mut w = World::new();
+    // Applied, answer lost: the written key is read back and holds the write.
+    w.etcd.lose_commit_answer = true;
+    let out = w.run(true, |v| v.set("p/x/1", Some(b"rotated".to_vec()), 0, 0));
+    assert_eq!(out, Ok(()));
+    assert_eq!(w.etcd.value("p/x/1"), Some(b"rotated".to_vec()));
+    assert!(w.etcd.calls.len() >= 2, "{:?}", w.etcd.calls);
+    // Not applied (etcd down): the step hears the failure.
+    w.etcd.down = true;
+    let out = w.run(true, |v| v.set("p/x/2", Some(b"v".to_vec()), 0, 0));
+    assert!(matches!(out, Err(StoreError::Unavailable(_))));
+    w.etcd.down = false;
+    assert_eq!(w.etcd.value("p/x/2"), None);
 }
 
 #[test]
