@@ -8,8 +8,8 @@
 //! * [`cache`]: the per-Envoy read cache in shared data, with bounded
 //!   staleness (`store.etcd.cache_seconds`).
 //!
-//! Expiry uses etcd leases (one per minute of expiries and VM), so etcd
-//! needs no pruning. Values stay sealed as in every backend.
+//! Expiry uses etcd leases (one per slot of expiries and VM, see
+//! `op::lease_end`), so etcd needs no pruning. Values stay sealed as in every backend.
 
 pub mod cache;
 pub mod op;
